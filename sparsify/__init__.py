@@ -1,0 +1,11 @@
+"""sparsify: prune ONNX models to N:M (2:4) sparsity for NVIDIA Sparse Tensor Cores,
+and prove with ONNX Runtime that accuracy held."""
+
+__version__ = "0.1.0"
+
+from sparsify.api import check, prune  # noqa: E402
+from sparsify.errors import SparsifyError  # noqa: E402
+from sparsify.pattern import NMPattern, parse_pattern  # noqa: E402
+from sparsify.report import Report  # noqa: E402
+
+__all__ = ["NMPattern", "Report", "SparsifyError", "__version__", "check", "parse_pattern", "prune"]

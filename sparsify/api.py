@@ -1,0 +1,202 @@
+"""The pipeline behind ``sparsify prune`` and ``sparsify check``, as a Python API.
+
+load (skeleton) -> find targets -> select -> prune + write (one weight at a time)
+-> verify parity in ONNX Runtime -> report.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+
+from sparsify.errors import UsageError
+from sparsify.graph.index import GraphIndex
+from sparsify.graph.model_io import LoadedModel, open_model
+from sparsify.graph.prune_weight import nonzero_mask, prune_weight
+from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
+from sparsify.graph.targets import PruneTarget, find_targets
+from sparsify.graph.writer import ModelWriter, check_output_path, data_file_for
+from sparsify.masks.nm import nm_violations
+from sparsify.pattern import NMPattern, parse_pattern
+from sparsify.report import Report
+from sparsify.verify.feeds import parse_input_shapes
+from sparsify.verify.parity import check_parity
+
+__all__ = ["check", "default_output_path", "default_report_path", "prune"]
+
+logger = logging.getLogger(__name__)
+
+ModelLike = str | Path | onnx.ModelProto
+Progress = Callable[[int, int, str], None]
+
+
+def default_output_path(model_path: Path) -> Path:
+    stem = model_path.name[:-5] if model_path.name.endswith(".onnx") else model_path.name
+    return model_path.with_name(f"{stem}.sparse.onnx")
+
+
+def default_report_path(output: Path) -> Path:
+    stem = output.name[:-5] if output.name.endswith(".onnx") else output.name
+    return output.with_name(f"{stem}.report.json")
+
+
+def _pattern(pattern: str | NMPattern) -> NMPattern:
+    return pattern if isinstance(pattern, NMPattern) else parse_pattern(pattern)
+
+
+def _materialize(model: ModelLike, workdir: str) -> Path:
+    if isinstance(model, onnx.ModelProto):
+        path = Path(workdir) / "model.onnx"
+        onnx.save(model, path)
+        return path
+    return Path(model)
+
+
+def _unique_sources(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
+    groups: dict[str, list[PruneTarget]] = {}
+    for target in targets:
+        if target.active:
+            groups.setdefault(target.weight, []).append(target)
+    return list(groups.values())
+
+
+def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
+                   writer: ModelWriter, report: Report, progress: Progress | None) -> None:
+    groups = _unique_sources(targets)
+    for done, rows in enumerate(groups, 1):
+        src = rows[0].source
+        assert src is not None
+        bits = model.read_bits(src.tensor)
+        result = prune_weight(bits, src, pattern, model.read_bits)
+        del bits
+        if result.new_bits is not None:
+            writer.replace(src.tensor, result.new_bits)
+            if model.location(src.tensor).kind == "inline" and not model.uses_external_data:
+                rows[0].notes.append("stored in typed fields; written back as raw_data")
+        report.zeroed[src.name] = result.zeroed
+        for row in rows:
+            row.status = "pruned" if result.new_bits is not None else "already_nm"
+            row.density_before, row.density_after = result.density_before, result.density_after
+        if progress:
+            progress(done, len(groups), rows[0].weight)
+
+
+def _warnings(targets: list[PruneTarget], pattern: NMPattern) -> list[str]:
+    warnings = []
+    fp32 = [t for t in targets if t.status in ("pruned", "already_nm") and t.dtype == "float"]
+    if fp32:
+        warnings.append(
+            f"{len(fp32)} sparse weight(s) are float32: TensorRT runs fp32 as TF32 with 1:2, not 2:4 "
+            "sparsity; convert to fp16/bf16 (the build step does) to use the 2:4 kernels"
+        )
+    if not pattern.hardware_supported:
+        warnings.append(f"pattern {pattern} is not accelerated by Sparse Tensor Cores (they run 2:4)")
+    return warnings
+
+
+def _check_gate_values(max_rel_error: float | None, min_top1: float | None) -> None:
+    if max_rel_error is not None and not max_rel_error >= 0:
+        raise UsageError(f"--max-rel-error must be >= 0, got {max_rel_error}")
+    if min_top1 is not None and not 0 <= min_top1 <= 1:
+        raise UsageError(f"--min-top1-agreement must be in [0, 1], got {min_top1}")
+
+
+def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path | None = None, *,
+          report_path: str | Path | None = None, include: list[str] | None = None,
+          exclude: list[str] | None = None, only_profitable: bool = False,
+          min_channels: int = DEFAULT_MIN_CHANNELS, verify: bool = True,
+          input_shapes: list[str] | dict[str, list[int]] | None = None, inputs: str | None = None,
+          seed: int = 0, max_rel_error: float | None = None, min_top1_agreement: float | None = None,
+          progress: Progress | None = None, arguments: dict | None = None) -> Report:
+    """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
+
+    Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
+    ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
+    A ModelProto input needs ``output`` (the result is written there).
+    """
+    started = time.perf_counter()
+    nm = _pattern(pattern)
+    _check_gate_values(max_rel_error, min_top1_agreement)
+    if not verify and (max_rel_error is not None or min_top1_agreement is not None):
+        raise UsageError("--no-verify cannot be combined with a parity gate")
+    includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
+    shapes = input_shapes if isinstance(input_shapes, dict) else parse_input_shapes(input_shapes)
+    if isinstance(model, onnx.ModelProto) and output is None:
+        raise UsageError("prune(ModelProto) needs output=PATH")
+    with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
+        path = _materialize(model, workdir)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        loaded = open_model(path)
+        out = Path(output) if output is not None else default_output_path(path)
+        check_output_path(loaded, out)
+        json_path = Path(report_path) if report_path is not None else default_report_path(out)
+        if json_path.resolve() in {path.resolve(), out.resolve()}:
+            raise UsageError(f"{json_path}: the report path must differ from the model paths")
+        timings["load"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        targets = find_targets(GraphIndex(loaded.skeleton), nm)
+        select_targets(targets, includes, excludes, only_profitable, min_channels)
+        timings["analyse"] = time.perf_counter() - t0
+        report = Report("prune", str(path), nm, targets, output_path=str(out), arguments=arguments or {})
+        if loaded.uses_external_data:
+            report.output_data_file = str(data_file_for(out))
+        t0 = time.perf_counter()
+        with ModelWriter(loaded, out) as writer:
+            _prune_weights(loaded, targets, nm, writer, report, progress)
+            writer.commit()
+        timings["prune_and_write"] = time.perf_counter() - t0
+        report.warnings = _warnings(targets, nm)
+        if verify:
+            t0 = time.perf_counter()
+            report.parity = check_parity(path, out, input_shapes=shapes, inputs_npz=inputs, seed=seed,
+                                         max_rel_error=max_rel_error, min_top1=min_top1_agreement)
+            timings["verify"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - started
+        report.timings = timings
+        report.write_json(json_path)
+        return report
+
+
+def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: str | Path | None = None,
+          include: list[str] | None = None, exclude: list[str] | None = None,
+          arguments: dict | None = None) -> Report:
+    """Audit which eligible weights already are N:M along their reduction axis."""
+    started = time.perf_counter()
+    nm = _pattern(pattern)
+    includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
+    with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
+        path = _materialize(model, workdir)
+        loaded = open_model(path)
+        targets = find_targets(GraphIndex(loaded.skeleton), nm)
+        select_targets(targets, includes, excludes, only_profitable=False)
+        for rows in _unique_sources(targets):
+            src = rows[0].source
+            assert src is not None
+            nonzero = nonzero_mask(loaded.read_bits(src.tensor), src, loaded.read_bits)
+            bad, groups = nm_violations(nonzero, src.axis, nm.n, nm.m)
+            density = float(nonzero.mean()) if nonzero.size else 0.0
+            for row in rows:
+                row.density_before = row.density_after = density
+                if bad:
+                    row.status = "non_compliant"
+                    row.skip_reason = f"{bad} of {groups} groups hold more than {nm.n} non-zeros along axis {src.axis}"
+                else:
+                    row.status = "compliant"
+        report = Report("check", str(path), nm, targets, arguments=arguments or {})
+        report.timings = {"total": time.perf_counter() - started}
+        if report_path is not None:
+            report.write_json(Path(report_path))
+        return report
+
+
+def print_progress(done: int, total: int, name: str) -> None:
+    """A one-line progress indicator on stderr (used by the CLI on a terminal)."""
+    sys.stderr.write(f"\rpruning {done}/{total} weights" + (" " * 10 if done < total else "\n"))
+    sys.stderr.flush()

@@ -1,0 +1,52 @@
+"""`sparsify prune MODEL.onnx` (also `sparsify MODEL.onnx`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sparsify.errors import EXIT_GATE, EXIT_OK
+from sparsify.graph.select import DEFAULT_MIN_CHANNELS
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("prune", help="prune a model to N:M and check parity (default command)",
+                       description="Prune every eligible Conv/MatMul/Gemm weight to N:M along the axis "
+                                   "TensorRT needs, write the sparse ONNX, check parity with ONNX Runtime.")
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("--pattern", default="2:4", help="N:M pattern, 0 < N < M (default 2:4)")
+    p.add_argument("-o", "--output", help="output .onnx (default: <stem>.sparse.onnx beside the input)")
+    p.add_argument("--report", help="JSON report path (default: <output stem>.report.json)")
+    p.add_argument("--include", action="append", metavar="REGEX", help="prune only layers/weights matching (repeatable)")
+    p.add_argument("--exclude", action="append", metavar="REGEX", help="skip layers/weights matching (repeatable)")
+    p.add_argument("--only-profitable", action="store_true",
+                   help=f"skip layers too small for TensorRT to pick a sparse kernel (C_in*k and C_out >= {DEFAULT_MIN_CHANNELS})")
+    p.add_argument("--min-channels", type=int, default=DEFAULT_MIN_CHANNELS, help=argparse.SUPPRESS)
+    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
+    p.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224", help="shape for a dynamic input (repeatable)")
+    p.add_argument("--inputs", metavar="DATA.npz", help="real inputs: keys = input names, samples along axis 0")
+    p.add_argument("--seed", type=int, default=0, help="seed for random parity inputs (default 0)")
+    p.add_argument("--max-rel-error", type=float, metavar="X", help="gate: exit 3 if any output's relative L2 error > X")
+    p.add_argument("--min-top1-agreement", type=float, metavar="X", help="gate: exit 3 if top-1 agreement < X")
+    p.add_argument("-q", "--quiet", action="store_true", help="print no table (errors still go to stderr)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsify.api import print_progress, prune
+
+    arguments = {k: v for k, v in vars(args).items() if k != "run"}
+    report = prune(
+        args.model, args.pattern, args.output, report_path=args.report, include=args.include,
+        exclude=args.exclude, only_profitable=args.only_profitable, min_channels=args.min_channels,
+        verify=not args.no_verify, input_shapes=args.input_shape, inputs=args.inputs, seed=args.seed,
+        max_rel_error=args.max_rel_error, min_top1_agreement=args.min_top1_agreement,
+        progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
+    )
+    if not args.quiet:
+        print(report.format_table())
+    if not report.gates_passed:
+        failed = [g.name for g in report.parity.gates if not g.passed]
+        print(f"sparsify: parity gate failed: {', '.join(failed)} (output and report were written)", file=sys.stderr)
+        return EXIT_GATE
+    return EXIT_OK

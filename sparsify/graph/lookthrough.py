@@ -1,0 +1,141 @@
+"""Follow a weight from the op that consumes it back to the tensor that stores it.
+
+Weights reach Conv/MatMul/Gemm directly or through Identity, Cast, Transpose,
+QuantizeLinear and DequantizeLinear (FIELD-NOTES: axis rules).  A Transpose moves the
+reduction axis: output axis ``i`` is input axis ``perm[i]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+from sparsify.graph.index import GraphIndex, attr
+
+__all__ = ["LOOK_THROUGH_OPS", "QuantParams", "WeightSource", "resolve_weight"]
+
+LOOK_THROUGH_OPS = frozenset({"Identity", "Cast", "Transpose", "QuantizeLinear", "DequantizeLinear"})
+
+
+@dataclass
+class QuantParams:
+    """The DequantizeLinear that turns a stored int8/uint8 weight into values."""
+
+    node: onnx.NodeProto
+    scale: TensorProto | None
+    zero_point: TensorProto | None
+    axis: int  # in the stored weight's coordinates once ``WeightSource.finish`` ran
+    block_size: int
+
+    def signature(self) -> tuple:
+        return (self.node.input[1:3], self.axis, self.block_size)
+
+
+@dataclass
+class WeightSource:
+    name: str
+    tensor: TensorProto
+    kind: str  # "initializer" or "constant"
+    steps: list[onnx.NodeProto] = field(default_factory=list)  # op side first
+    quant: QuantParams | None = None
+    axis: int = 0  # reduction axis on the stored tensor
+    op_shape: tuple[int, ...] = ()  # the weight's shape as the op sees it
+
+    @property
+    def path(self) -> list[str]:
+        return [_describe(step) for step in self.steps]
+
+
+def _describe(node: onnx.NodeProto) -> str:
+    if node.op_type == "Transpose":
+        return f"Transpose(perm={list(attr(node, 'perm', []) or [])})"
+    if node.op_type == "Cast":
+        to = attr(node, "to", 0)
+        return f"Cast(to={TensorProto.DataType.Name(to).lower() if to else '?'})"
+    return node.op_type
+
+
+def _perm(node: onnx.NodeProto, rank: int) -> list[int]:
+    perm = attr(node, "perm", None)
+    return list(perm) if perm else list(reversed(range(rank)))
+
+
+def resolve_weight(index: GraphIndex, name: str, op_axis: int) -> WeightSource | str:
+    """Walk back from ``name``; a WeightSource, or the reason it is not a usable weight."""
+    steps: list[onnx.NodeProto] = []
+    seen: set[str] = set()
+    while True:
+        if name in seen:
+            return "weight path forms a cycle"
+        seen.add(name)
+        if name in index.sparse_initializers:
+            return "weight is stored as a sparse_initializer"
+        found = index.constant_tensor(name)
+        if found is not None:
+            return _finish(index, name, found, steps, op_axis)
+        node = index.producers.get(name)
+        if node is None:
+            return "weight is a graph input, not a constant"
+        if node.op_type not in LOOK_THROUGH_OPS or node.domain not in ("", "ai.onnx"):
+            return f"weight reaches the op through {node.op_type} (only {', '.join(sorted(LOOK_THROUGH_OPS))} are followed)"
+        steps.append(node)
+        name = node.input[0]
+
+
+def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
+    tensor, kind = found
+    rank = len(tensor.dims)
+    if rank == 0:
+        return "weight is a scalar"
+    if not -rank <= op_axis < rank:
+        return f"reduction axis {op_axis} does not exist on a rank-{rank} weight"
+    axis = op_axis % rank
+    quant: QuantParams | None = None
+    dq_axis: int | None = None
+    for step in steps:  # op side -> storage side
+        if step.op_type == "Transpose":
+            perm = _perm(step, rank)
+            if sorted(perm) != list(range(rank)):
+                return f"Transpose perm {perm} does not match the weight's rank {rank}"
+            axis = perm[axis]
+            if dq_axis is not None:
+                dq_axis = perm[dq_axis]
+        elif step.op_type == "DequantizeLinear":
+            quant = _quant_params(index, step, rank)
+            if isinstance(quant, str):
+                return quant
+            dq_axis = quant.axis
+        elif step.op_type in ("Cast", "QuantizeLinear"):
+            quant, dq_axis = None, None  # the stored tensor is not what that DQ dequantizes
+    if quant is not None and dq_axis is not None:
+        quant.axis = dq_axis
+    shape = [int(d) for d in tensor.dims]
+    op_shape = shape
+    for step in reversed(steps):
+        if step.op_type == "Transpose":
+            op_shape = [op_shape[p] for p in _perm(step, rank)]
+    return WeightSource(name, tensor, kind, steps, quant, axis, tuple(op_shape))
+
+
+def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantParams | str:
+    def const(slot: int) -> TensorProto | None | str:
+        if len(node.input) <= slot or not node.input[slot]:
+            return None
+        found = index.constant_tensor(node.input[slot])
+        if found is None:
+            return f"DequantizeLinear {node.input[slot]!r} is not a constant"
+        return found[0]
+
+    scale, zero_point = const(1), const(2)
+    for value in (scale, zero_point):
+        if isinstance(value, str):
+            return value
+    axis = int(attr(node, "axis", 1))
+    per_tensor = scale is None or len(scale.dims) == 0 or all(d == 1 for d in scale.dims)
+    if per_tensor:
+        axis = 0  # a scalar scale has no axis; DequantizeLinear ignores it
+    elif not -rank <= axis < rank:
+        return f"DequantizeLinear axis {axis} does not exist on a rank-{rank} weight"
+    return QuantParams(node, scale, zero_point, axis % rank, int(attr(node, "block_size", 0) or 0))

@@ -1,0 +1,225 @@
+"""Open an ONNX model without loading its weights, and read one weight at a time.
+
+The model is parsed into a *skeleton* (see ``protowire``): every tensor whose bytes live
+in the model file or in an external-data file is a reference, read on demand with
+``os.pread``.  External-data locations are validated here so that a hostile model can
+never make us read outside its own folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import mmap
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import TensorProto
+
+from sparsify.errors import InputError
+from sparsify.graph.dtypes import STORAGE, dtype_name
+from sparsify.graph.protowire import EMBEDDED_LOCATION, WireError, strip_raw_data
+
+__all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorLocation:
+    kind: str  # "embedded" (model file), "external" (data file) or "inline" (in the skeleton)
+    path: Path | None = None
+    offset: int = 0
+    length: int = 0
+
+
+def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Every TensorProto of the model, in a stable order (subgraphs and functions too)."""
+
+    def from_graph(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+        yield from graph.initializer
+        yield from from_nodes(graph.node)
+
+    def from_nodes(nodes) -> Iterator[TensorProto]:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("g"):
+                    yield from from_graph(attr.g)
+                for sub in attr.graphs:
+                    yield from from_graph(sub)
+
+    yield from from_graph(model.graph)
+    for function in model.functions:
+        yield from from_nodes(function.node)
+
+
+def _external_info(tensor: TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+class LoadedModel:
+    """A model's skeleton plus the means to read any of its tensors' bytes."""
+
+    def __init__(self, path: Path, skeleton: onnx.ModelProto, file_size: int):
+        self.path = path
+        self.skeleton = skeleton
+        self.file_size = file_size
+        self.external_files: set[Path] = set()
+        # Holding every tensor wrapper keeps its id() stable: protobuf (upb) hands out the
+        # same wrapper while one is alive, and ids of freed wrappers get reused.
+        self.tensors: list[TensorProto] = list(iter_tensors(skeleton))
+        self._locations: dict[int, TensorLocation] = {}
+        self._index_locations()
+
+    @property
+    def uses_external_data(self) -> bool:
+        return bool(self.external_files)
+
+    def _index_locations(self) -> None:
+        model_dir = self.path.resolve().parent
+        sizes: dict[Path, int] = {}
+        for tensor in self.tensors:
+            if tensor.data_location != TensorProto.EXTERNAL:
+                continue
+            info = _external_info(tensor)
+            offset, length = _int_field(tensor, info, "offset"), _int_field(tensor, info, "length", None)
+            location = info.get("location", "")
+            if location == EMBEDDED_LOCATION:
+                self._locations[id(tensor)] = TensorLocation("embedded", self.path, offset, length)
+                continue
+            data_path = _safe_data_path(tensor.name, location, model_dir)
+            if data_path not in sizes:
+                sizes[data_path] = data_path.stat().st_size
+            size = sizes[data_path]
+            if length is None:
+                length = size - offset
+            if offset + length > size or length < 0:
+                raise InputError(
+                    f"tensor {tensor.name!r}: external data {location!r} holds {size} bytes, "
+                    f"the model asks for {length} bytes at offset {offset}"
+                )
+            self.external_files.add(data_path)
+            self._locations[id(tensor)] = TensorLocation("external", data_path, offset, length)
+
+    def location(self, tensor: TensorProto) -> TensorLocation:
+        return self._locations.get(id(tensor), TensorLocation("inline"))
+
+    def read_bytes(self, tensor: TensorProto) -> bytes:
+        loc = self.location(tensor)
+        if loc.kind == "inline":
+            return tensor.raw_data
+        with open(loc.path, "rb") as handle:  # type: ignore[arg-type]
+            data = os.pread(handle.fileno(), loc.length, loc.offset)
+        if len(data) != loc.length:
+            raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
+        return data
+
+    def read_bits(self, tensor: TensorProto) -> np.ndarray:
+        """The tensor's stored values as their storage dtype (see ``dtypes.STORAGE``)."""
+        storage = STORAGE.get(tensor.data_type)
+        if storage is None:
+            raise InputError(f"tensor {tensor.name!r}: cannot read {dtype_name(tensor.data_type)}")
+        shape = tuple(int(d) for d in tensor.dims)
+        if any(d < 0 for d in shape):
+            raise InputError(f"tensor {tensor.name!r}: negative dimension in {list(shape)}")
+        count = math.prod(shape)
+        loc = self.location(tensor)
+        if loc.kind == "inline" and not tensor.HasField("raw_data"):
+            values = _typed_values(tensor, storage)
+        else:
+            expected = count * storage.itemsize
+            length = loc.length if loc.kind != "inline" else len(tensor.raw_data)
+            if length != expected:
+                raise InputError(
+                    f"tensor {tensor.name!r}: shape {list(shape)} needs {expected} bytes "
+                    f"but {length} are stored"
+                )
+            values = np.frombuffer(self.read_bytes(tensor), dtype=storage)
+        if values.size != count:
+            raise InputError(
+                f"tensor {tensor.name!r}: shape {list(shape)} needs {count} values, "
+                f"{values.size} are stored"
+            )
+        return values.reshape(shape)
+
+
+def _typed_values(tensor: TensorProto, storage: np.dtype) -> np.ndarray:
+    if tensor.data_type == TensorProto.FLOAT:
+        return np.asarray(tensor.float_data, dtype=np.float32).view(storage)
+    if tensor.data_type == TensorProto.DOUBLE:
+        return np.asarray(tensor.double_data, dtype=np.float64)
+    if tensor.data_type == TensorProto.INT64:
+        return np.asarray(tensor.int64_data, dtype=np.int64)
+    # fp16/bf16 bit patterns and 8-bit ints are stored one per int32_data entry.
+    return np.asarray(tensor.int32_data, dtype=np.int64).astype(storage)
+
+
+def _int_field(tensor: TensorProto, info: dict[str, str], key: str, default: int | None = 0):
+    if key not in info:
+        return default
+    try:
+        value = int(info[key])
+    except ValueError:
+        raise InputError(f"tensor {tensor.name!r}: external data {key} {info[key]!r} is not an integer") from None
+    if value < 0:
+        raise InputError(f"tensor {tensor.name!r}: negative external data {key}")
+    return value
+
+
+def _safe_data_path(name: str, location: str, model_dir: Path) -> Path:
+    """Resolve an external-data location, refusing anything outside the model's folder."""
+    if not location:
+        raise InputError(f"tensor {name!r}: external data without a location")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or "\x00" in location:
+        raise InputError(f"tensor {name!r}: external data location {location!r} is absolute (refused)")
+    resolved = (model_dir / location).resolve()
+    if resolved != model_dir and model_dir not in resolved.parents:
+        raise InputError(f"tensor {name!r}: external data location {location!r} escapes the model's folder (refused)")
+    if not resolved.is_file():
+        raise InputError(f"tensor {name!r}: external data file {location!r} is missing")
+    return resolved
+
+
+def open_model(path: str | os.PathLike) -> LoadedModel:
+    """Parse ``path`` into a skeleton; raise InputError with one clear line if it is not ONNX."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an ONNX file")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"{path}: empty file, not an ONNX model")
+        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                stripped = strip_raw_data(view)
+            finally:
+                view.release()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except WireError as exc:
+        raise InputError(f"{path}: not an ONNX model (corrupt or truncated: {exc})") from None
+    except RecursionError:
+        raise InputError(f"{path}: not an ONNX model (nested too deeply)") from None
+    skeleton = onnx.ModelProto()
+    try:
+        skeleton.ParseFromString(stripped)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise InputError(f"{path}: not an ONNX model (corrupt or truncated: {exc})") from None
+    if skeleton.ir_version < 1 or not skeleton.HasField("graph"):
+        raise InputError(f"{path}: not an ONNX model (no ir_version or graph)")
+    duplicates = [n for n, c in Counter(t.name for t in skeleton.graph.initializer).items() if c > 1]
+    if duplicates:
+        raise InputError(f"{path}: duplicate initializer name {duplicates[0]!r}")
+    return LoadedModel(path, skeleton, size)

@@ -1,0 +1,132 @@
+"""Protobuf wire-format scan of an ONNX file that leaves weight bytes on disk.
+
+``onnx.load`` copies every weight into Python memory (and a save copies it again), which
+is what makes a plain load+save peak near 3x the file size.  Instead we walk the
+ModelProto's wire format, copy every field except the ``raw_data`` payloads of tensors,
+and replace each payload by an external-data reference to *its byte range in the input
+file* (location = :data:`EMBEDDED_LOCATION`).  The result is a small, valid ModelProto
+(the "skeleton") that the rest of the pipeline analyses; weights are read one at a time
+with ``os.pread`` and rewritten in place in a copy of the file (see ``writer.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["EMBEDDED_LOCATION", "WireError", "strip_raw_data"]
+
+logger = logging.getLogger(__name__)
+
+#: Location string that marks a skeleton tensor whose bytes are in the model file itself.
+EMBEDDED_LOCATION = "\x00sparsify-embedded"
+
+_MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _FUNCTION = range(6)
+
+# Length-delimited fields that hold a message we descend into (field number -> kind).
+_CHILDREN = {
+    _MODEL: {7: _GRAPH, 25: _FUNCTION},
+    _GRAPH: {1: _NODE, 5: _TENSOR},
+    _FUNCTION: {7: _NODE},
+    _NODE: {5: _ATTR},
+    _ATTR: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH},
+    _TENSOR: {},
+}
+_RAW_DATA = 9
+_MAX_DEPTH = 64  # nested subgraphs deeper than this are hostile, not models
+
+
+class WireError(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise WireError("truncated or malformed varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _entry(key: str, value: str) -> bytes:
+    k, v = key.encode(), value.encode()
+    body = b"\x0a" + _encode_varint(len(k)) + k + b"\x12" + _encode_varint(len(v)) + v
+    return b"\x6a" + _encode_varint(len(body)) + body  # field 13 (external_data), wire 2
+
+
+def _embedded_reference(offset: int, length: int) -> bytes:
+    # data_location (14) = EXTERNAL (1), then location/offset/length entries.
+    return (
+        b"\x70\x01"
+        + _entry("location", EMBEDDED_LOCATION)
+        + _entry("offset", str(offset))
+        + _entry("length", str(length))
+    )
+
+
+def _strip(buf: memoryview, start: int, end: int, kind: int, depth: int) -> bytes:
+    if depth > _MAX_DEPTH:
+        raise WireError(f"messages nested deeper than {_MAX_DEPTH} levels")
+    out = bytearray()
+    children = _CHILDREN[kind]
+    raw_span: tuple[int, int] | None = None
+    pos = start
+    while pos < end:
+        field_start = pos
+        tag, pos = _varint(buf, pos, end)
+        tag_end = pos
+        field, wire = tag >> 3, tag & 7
+        if field == 0:
+            raise WireError("field number 0")
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, payload = _varint(buf, pos, end)
+            pos = payload + length
+            if pos > end:
+                raise WireError("length-delimited field runs past the end of its message")
+            child = children.get(field)
+            if child is not None:
+                body = _strip(buf, payload, pos, child, depth + 1)
+                out += buf[field_start:tag_end]
+                out += _encode_varint(len(body)) + body
+                continue
+            if kind == _TENSOR and field == _RAW_DATA:
+                raw_span = (payload, length)
+                continue
+        else:
+            raise WireError(f"unsupported wire type {wire}")
+        if pos > end:
+            raise WireError("field runs past the end of its message")
+        out += buf[field_start:pos]
+    if raw_span is not None:
+        out += _embedded_reference(*raw_span)
+    return bytes(out)
+
+
+def strip_raw_data(buf: memoryview) -> bytes:
+    """Serialized ModelProto ``buf`` with every tensor's raw_data replaced by a reference.
+
+    Offsets in the references are absolute positions in ``buf``.
+    """
+    return _strip(buf, 0, len(buf), _MODEL, 0)

@@ -1,0 +1,90 @@
+"""Apply an N:M magnitude mask to one stored weight, with its post-condition.
+
+Pruned entries become the value that means zero: +0.0 bits for floats, the zero point
+for int8/uint8 behind DequantizeLinear (so the dequantized value is exactly 0).  Kept
+entries are never touched, so they stay bit-identical.  A weight that already is N:M
+along its axis is returned unchanged (``None``), which makes the pass idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from onnx import TensorProto
+
+from sparsify.graph.dtypes import FLOAT_TYPES, magnitude_key, to_float32
+from sparsify.graph.lookthrough import WeightSource
+from sparsify.masks.nm import nm_keep_mask, nm_violations
+from sparsify.pattern import NMPattern
+
+__all__ = ["PruneResult", "nonzero_mask", "prune_weight", "quant_zero"]
+
+ReadBits = Callable[[TensorProto], np.ndarray]
+
+
+@dataclass
+class PruneResult:
+    new_bits: np.ndarray | None  # None: already N:M, left untouched
+    density_before: float
+    density_after: float
+    zeroed: int
+    violating_groups: int
+    total_groups: int
+
+
+def _per_axis(values: np.ndarray, rank: int, axis: int) -> np.ndarray:
+    values = values.reshape(-1)
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * rank
+    shape[axis] = values.size
+    return values.reshape(shape)
+
+
+def quant_zero(src: WeightSource, read_bits: ReadBits, rank: int) -> np.ndarray:
+    """The stored value that dequantizes to 0, broadcastable to the weight."""
+    assert src.quant is not None
+    if src.quant.zero_point is None:
+        return np.zeros((), dtype=np.int8 if src.tensor.data_type == TensorProto.INT8 else np.uint8)
+    return _per_axis(read_bits(src.quant.zero_point), rank, src.quant.axis)
+
+
+def nonzero_mask(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np.ndarray:
+    if src.tensor.data_type in FLOAT_TYPES:
+        return magnitude_key(bits, src.tensor.data_type) != 0
+    return bits != quant_zero(src, read_bits, bits.ndim)
+
+
+def _scores(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np.ndarray:
+    if src.tensor.data_type in FLOAT_TYPES:
+        return magnitude_key(bits, src.tensor.data_type)
+    zero = quant_zero(src, read_bits, bits.ndim).astype(np.int16)
+    centered = np.abs(bits.astype(np.int16) - zero).astype(np.float32)
+    if src.quant is not None and src.quant.scale is not None:
+        scale = to_float32(read_bits(src.quant.scale), src.quant.scale.data_type)
+        centered *= np.abs(_per_axis(scale, bits.ndim, src.quant.axis))
+    return centered
+
+
+def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_bits: ReadBits) -> PruneResult:
+    axis, n, m = src.axis, pattern.n, pattern.m
+    nonzero = nonzero_mask(bits, src, read_bits)
+    total = max(1, bits.size)
+    before = int(np.count_nonzero(nonzero))
+    bad, groups = nm_violations(nonzero, axis, n, m)
+    if bad == 0:
+        return PruneResult(None, before / total, before / total, 0, 0, groups)
+    keep = nm_keep_mask(_scores(bits, src, read_bits), axis, n, m)
+    if src.tensor.data_type in FLOAT_TYPES:
+        new_bits = np.where(keep, bits, bits.dtype.type(0))
+    else:
+        new_bits = np.where(keep, bits, quant_zero(src, read_bits, bits.ndim)).astype(bits.dtype)
+    after_nonzero = nonzero_mask(new_bits, src, read_bits)
+    # Post-condition: a wrong-axis or partial prune must never reach the writer.
+    still_bad, _ = nm_violations(after_nonzero, axis, n, m)
+    if still_bad:
+        raise AssertionError(f"internal error: {src.name!r} is not {pattern} along axis {axis} after pruning")
+    after = int(np.count_nonzero(after_nonzero))
+    return PruneResult(new_bits, before / total, after / total, before - after, bad, groups)

@@ -1,0 +1,52 @@
+"""Opt-in target selection: --include/--exclude regexes and --only-profitable.
+
+Profitability rule (source: NVIDIA TensorRT maintainers, github.com/NVIDIA/TensorRT
+issues #3849 and #4065): TensorRT tries sparse and dense tactics and keeps the faster; sparse
+kernels win only when C_in and C_out are large enough (about 256 or more), and a kxk
+convolution counts k*k times in C_in.  So a target is profitable when
+``reduction_length * kernel_positions >= min_channels`` and ``output_features >= min_channels``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sparsify.errors import UsageError
+from sparsify.graph.targets import PruneTarget
+
+__all__ = ["DEFAULT_MIN_CHANNELS", "compile_patterns", "select_targets"]
+
+DEFAULT_MIN_CHANNELS = 256
+
+
+def compile_patterns(patterns: list[str] | None, flag: str) -> list[re.Pattern]:
+    compiled = []
+    for text in patterns or []:
+        try:
+            compiled.append(re.compile(text))
+        except re.error as exc:
+            raise UsageError(f"invalid {flag} regex {text!r}: {exc}") from None
+    return compiled
+
+
+def _matches(target: PruneTarget, patterns: list[re.Pattern]) -> re.Pattern | None:
+    return next((p for p in patterns if p.search(target.layer) or p.search(target.weight)), None)
+
+
+def select_targets(targets: list[PruneTarget], include: list[re.Pattern], exclude: list[re.Pattern],
+                   only_profitable: bool, min_channels: int = DEFAULT_MIN_CHANNELS) -> None:
+    """Mark targets the user did not ask for as skipped, with the reason."""
+    for target in targets:
+        if not target.active:
+            continue
+        if include and _matches(target, include) is None:
+            target.skip("not matched by --include")
+        elif (pattern := _matches(target, exclude)) is not None:
+            target.skip(f"excluded by --exclude {pattern.pattern!r}")
+        elif only_profitable:
+            c_in = target.reduction_length * target.kernel_positions
+            if c_in < min_channels or target.output_features < min_channels:
+                target.skip(
+                    f"too small for a sparse kernel to win (C_in*k={c_in}, C_out={target.output_features}; "
+                    f"--only-profitable needs both >= {min_channels})"
+                )

@@ -1,0 +1,188 @@
+"""One Report object -> the terminal table and the versioned JSON report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparsify.errors import OutputError
+from sparsify.graph.targets import PruneTarget
+from sparsify.pattern import NMPattern
+from sparsify.verify.parity import ParityResult
+
+__all__ = ["SCHEMA_VERSION", "Report", "library_versions"]
+
+SCHEMA_VERSION = 1
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+
+    from sparsify import __version__
+
+    return {
+        "sparsify": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
+        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _row(t: PruneTarget) -> dict:
+    return {
+        "layer": t.layer, "op_type": t.op_type, "input_index": t.input_index,
+        "weight": t.weight, "weight_shape": list(t.weight_shape), "dtype": t.dtype,
+        "reduction_axis": t.axis, "op_reduction_axis": t.op_axis, "path": t.path,
+        "status": t.status, "reason": t.skip_reason,
+        "density_before": t.density_before, "density_after": t.density_after,
+        "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
+        "output_features": t.output_features, "notes": t.notes,
+    }
+
+
+@dataclass
+class Report:
+    command: str
+    input_path: str
+    pattern: NMPattern
+    targets: list[PruneTarget] = field(default_factory=list)
+    output_path: str | None = None
+    output_data_file: str | None = None
+    arguments: dict = field(default_factory=dict)
+    parity: ParityResult | None = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    zeroed: dict[str, int] = field(default_factory=dict)  # weight name -> newly zeroed entries
+    report_path: str | None = None
+
+    @property
+    def gates_passed(self) -> bool:
+        return self.parity is None or self.parity.gates_passed
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.targets if t.status == status)
+
+    def totals(self) -> dict:
+        unique: dict[str, PruneTarget] = {}
+        for t in self.targets:
+            if t.status in ("pruned", "already_nm", "compliant"):
+                unique.setdefault(t.weight, t)
+        params = sum(math.prod(t.weight_shape) for t in unique.values())
+        dense_fp16 = 2 * params
+        # Kept values plus their index metadata (2 bits per kept value for 2:4).
+        sparse_fp16 = dense_fp16 * self.pattern.density * (16 + self.pattern.metadata_bits) / 16
+        statuses = sorted({t.status for t in self.targets})
+        return {
+            "targets": len(self.targets),
+            **{status: self.count(status) for status in statuses},
+            "sparse_weights": len(unique),
+            "parameters_in_sparse_weights": params,
+            "parameters_zeroed": sum(self.zeroed.values()),
+            "weight_bytes_dense_fp16": dense_fp16,
+            "weight_bytes_sparse_fp16_estimate": int(round(sparse_fp16)),
+            "weight_bytes_saved_fraction": (1 - sparse_fp16 / dense_fp16) if dense_fp16 else 0.0,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "sparsify.report", "schema_version": SCHEMA_VERSION,
+            "command": self.command, "arguments": self.arguments, "versions": library_versions(),
+            "input": self.input_path, "output": self.output_path, "output_data_file": self.output_data_file,
+            "pattern": str(self.pattern), "pattern_hardware_supported": self.pattern.hardware_supported,
+            "targets": [_row(t) for t in self.targets], "totals": self.totals(),
+            "parity": self.parity.to_dict() if self.parity else None,
+            "warnings": self.warnings, "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+    def write_json(self, path: Path) -> None:
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise OutputError(f"{path}: report folder {parent} does not exist")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write report: {exc.strerror or exc}") from None
+        self.report_path = str(path)
+
+    def format_table(self, width: int = 160) -> str:
+        header = ("layer", "op", "weight shape", "axis", "status", "density", "reason")
+        rows = []
+        for t in self.targets:
+            if t.density_before is None:
+                density = ""
+            elif self.command == "check":
+                density = f"{t.density_before:.2f}"
+            else:
+                density = f"{t.density_before:.2f}->{t.density_after:.2f}"
+            rows.append((
+                _clip(t.layer, 36), t.op_type, "x".join(map(str, t.weight_shape)) or "-",
+                "-" if t.axis is None else str(t.axis), t.status, density, _clip(t.skip_reason, 70),
+            ))
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append("")
+        lines.extend(self._summary_lines())
+        return "\n".join(lines)
+
+    def _summary_lines(self) -> list[str]:
+        totals = self.totals()
+        counts = ", ".join(f"{totals[s]} {s}" for s in ("pruned", "already_nm", "compliant", "non_compliant", "skipped") if s in totals)
+        lines = [f"{totals['targets']} targets: {counts or 'none'}  (pattern {self.pattern})"]
+        if totals["sparse_weights"] and self.command == "prune":
+            lines.append(
+                f"{totals['parameters_zeroed']:,} parameters zeroed; {self.pattern} weights "
+                f"{_mb(totals['weight_bytes_dense_fp16'])} fp16 dense -> {_mb(totals['weight_bytes_sparse_fp16_estimate'])} "
+                f"compressed ({totals['weight_bytes_saved_fraction']:.1%} saved)"
+            )
+        if self.parity is not None:
+            lines.extend(_parity_lines(self.parity))
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        if self.output_path:
+            lines.append(f"output: {self.output_path}")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return lines
+
+
+def _parity_lines(parity: ParityResult) -> list[str]:
+    if not parity.verified:
+        lines = [f"parity: not verified ({parity.reason})"]
+    else:
+        lines = [f"parity (ONNX Runtime, {parity.samples} sample(s), {parity.inputs} inputs):"]
+        for o in parity.outputs:
+            top1 = "" if o.top1_agreement is None else f"  top-1 agreement {o.top1_agreement:.3f}"
+            lines.append(
+                f"  {o.name}: max|d| {o.max_abs_diff:.4g}  rel L2 {o.rel_l2_error:.4g}  cosine {o.cosine_similarity:.5f}{top1}"
+            )
+    for gate in parity.gates:
+        verdict = "passed" if gate.passed else "FAILED"
+        value = "n/a" if gate.value is None else f"{gate.value:.4g}"
+        lines.append(f"gate {gate.name} {gate.threshold:g}: {value} {verdict}" + (f" ({gate.reason})" if gate.reason else ""))
+    return lines
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
