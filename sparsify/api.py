@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from sparsify.errors import UsageError
+from sparsify.errors import OutputError, UsageError
 from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel, open_model
 from sparsify.graph.prune_weight import nonzero_mask, prune_weight
@@ -100,6 +100,14 @@ def _warnings(targets: list[PruneTarget], pattern: NMPattern) -> list[str]:
     return warnings
 
 
+def _check_report_path(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{path}: report folder {parent} does not exist")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder")
+
+
 def _check_gate_values(max_rel_error: float | None, min_top1: float | None) -> None:
     if max_rel_error is not None and not max_rel_error >= 0:
         raise UsageError(f"--max-rel-error must be >= 0, got {max_rel_error}")
@@ -122,6 +130,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     """
     started = time.perf_counter()
     nm = _pattern(pattern)
+    max_rel_error = None if max_rel_error is None else float(max_rel_error)
+    min_top1_agreement = None if min_top1_agreement is None else float(min_top1_agreement)
     _check_gate_values(max_rel_error, min_top1_agreement)
     if not verify and (max_rel_error is not None or min_top1_agreement is not None):
         raise UsageError("--no-verify cannot be combined with a parity gate")
@@ -139,6 +149,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         json_path = Path(report_path) if report_path is not None else default_report_path(out)
         if json_path.resolve() in {path.resolve(), out.resolve()}:
             raise UsageError(f"{json_path}: the report path must differ from the model paths")
+        _check_report_path(json_path)
         timings["load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         targets = find_targets(GraphIndex(loaded.skeleton), nm)

@@ -101,7 +101,7 @@ class Report:
         }
 
     def write_json(self, path: Path) -> None:
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise OutputError(f"{path}: report folder {parent} does not exist")
@@ -174,6 +174,14 @@ def _parity_lines(parity: ParityResult) -> list[str]:
         value = "n/a" if gate.value is None else f"{gate.value:.4g}"
         lines.append(f"gate {gate.name} {gate.threshold:g}: {value} {verdict}" + (f" ({gate.reason})" if gate.reason else ""))
     return lines
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
 def _clip(text: str, limit: int) -> str:

@@ -30,7 +30,7 @@ class QuantParams:
     block_size: int
 
     def signature(self) -> tuple:
-        return (self.node.input[1:3], self.axis, self.block_size)
+        return (tuple(self.node.input[1:3]), self.axis, self.block_size)
 
 
 @dataclass
@@ -89,6 +89,8 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
     rank = len(tensor.dims)
     if rank == 0:
         return "weight is a scalar"
+    if rank == 1:
+        op_axis = 0  # a 1-D MatMul operand is reduced along its only axis
     if not -rank <= op_axis < rank:
         return f"reduction axis {op_axis} does not exist on a rank-{rank} weight"
     axis = op_axis % rank

@@ -136,9 +136,12 @@ class ModelWriter:
         if len(data) != length:
             raise AssertionError("internal error: pruned tensor changed its byte length")
         view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
+        try:
+            while view:
+                written = os.pwrite(self._fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
 
     def commit(self) -> None:
         try:

@@ -1,0 +1,73 @@
+"""Property tests of the vectorized N:M kernel against an independent reference."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from sparsify.masks.nm import nm_keep_mask, nm_violations
+from tests.builders import groups, is_nm, reference_prune
+
+PATTERNS = st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 4), (4, 8), (2, 8), (5, 16)])
+
+
+@st.composite
+def weight_and_axis(draw):
+    n, m = draw(PATTERNS)
+    rank = draw(st.integers(1, 4))
+    axis = draw(st.integers(0, rank - 1))
+    shape = [draw(st.integers(1, 5)) for _ in range(rank)]
+    shape[axis] = m * draw(st.integers(1, 4))
+    # Small integer-valued floats make ties common, which exercises the tie-break.
+    values = draw(hnp.arrays(np.float32, shape, elements=st.integers(-4, 4).map(float)))
+    return values, axis, n, m
+
+
+def _prune(w, axis, n, m):
+    keep = nm_keep_mask(np.abs(w), axis, n, m)
+    return np.where(keep, w, np.float32(0)), keep
+
+
+@settings(max_examples=300, deadline=None)
+@given(weight_and_axis())
+def test_nm_holds_along_axis(case):
+    w, axis, n, m = case
+    out, _ = _prune(w, axis, n, m)
+    assert is_nm(out, axis, n, m)
+    bad, total = nm_violations(out != 0, axis, n, m)
+    assert bad == 0 and total == w.size // m
+
+
+@settings(max_examples=300, deadline=None)
+@given(weight_and_axis())
+def test_matches_reference_including_ties(case):
+    w, axis, n, m = case
+    out, _ = _prune(w, axis, n, m)
+    np.testing.assert_array_equal(out, reference_prune(w, axis, n, m))
+
+
+@settings(max_examples=200, deadline=None)
+@given(weight_and_axis())
+def test_kept_values_are_the_largest_and_unchanged(case):
+    w, axis, n, m = case
+    out, keep = _prune(w, axis, n, m)
+    assert keep.sum() == w.size * n // m
+    np.testing.assert_array_equal(out[keep].view(np.uint32), w[keep].view(np.uint32))
+    kept_groups = groups(np.where(keep, np.abs(w), np.inf), axis, m).min(-1)
+    dropped = groups(np.where(keep, -np.inf, np.abs(w)), axis, m).max(-1)
+    assert (kept_groups >= dropped).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(weight_and_axis())
+def test_idempotent(case):
+    w, axis, n, m = case
+    once, _ = _prune(w, axis, n, m)
+    twice, _ = _prune(once, axis, n, m)
+    np.testing.assert_array_equal(once, twice)
+
+
+def test_violations_counts_bad_groups():
+    x = np.array([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=bool)
+    assert nm_violations(x, 1, 2, 4) == (1, 2)
+    assert nm_violations(x.T, 0, 2, 4) == (1, 2)
