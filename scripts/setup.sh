@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install sparsify with its test tools, pinned by constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  "${PYTHON:-python3}" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
