@@ -25,8 +25,6 @@ from sparsify.graph.writer import ModelWriter, check_output_path, data_file_for
 from sparsify.masks.nm import nm_violations
 from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
-from sparsify.verify.feeds import parse_input_shapes
-from sparsify.verify.parity import check_parity
 
 __all__ = ["check", "default_output_path", "default_report_path", "prune"]
 
@@ -72,8 +70,8 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
     for done, rows in enumerate(groups, 1):
         src = rows[0].source
         assert src is not None
-        bits = model.read_bits(src.tensor)
-        result = prune_weight(bits, src, pattern, model.read_bits)
+        bits = model.read_bits_scratch(src.tensor)
+        result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
         del bits
         if result.new_bits is not None:
             writer.replace(src.tensor, result.new_bits)
@@ -98,6 +96,12 @@ def _warnings(targets: list[PruneTarget], pattern: NMPattern) -> list[str]:
     if not pattern.hardware_supported:
         warnings.append(f"pattern {pattern} is not accelerated by Sparse Tensor Cores (they run 2:4)")
     return warnings
+
+
+def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
+    from sparsify.verify.feeds import parse_input_shapes
+
+    return parse_input_shapes(specs)
 
 
 def _check_report_path(path: Path) -> None:
@@ -136,7 +140,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     if not verify and (max_rel_error is not None or min_top1_agreement is not None):
         raise UsageError("--no-verify cannot be combined with a parity gate")
     includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
-    shapes = input_shapes if isinstance(input_shapes, dict) else parse_input_shapes(input_shapes)
+    shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
     if isinstance(model, onnx.ModelProto) and output is None:
         raise UsageError("prune(ModelProto) needs output=PATH")
     with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
@@ -165,6 +169,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         timings["prune_and_write"] = time.perf_counter() - t0
         report.warnings = _warnings(targets, nm)
         if verify:
+            from sparsify.verify.parity import check_parity  # imports onnxruntime: only when verifying
+
             t0 = time.perf_counter()
             report.parity = check_parity(path, out, input_shapes=shapes, inputs_npz=inputs, seed=seed,
                                          max_rel_error=max_rel_error, min_top1=min_top1_agreement)

@@ -9,12 +9,16 @@ import platform
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sparsify.errors import OutputError
 from sparsify.graph.targets import PruneTarget
 from sparsify.pattern import NMPattern
-from sparsify.verify.parity import ParityResult
+
+if TYPE_CHECKING:
+    from sparsify.verify.parity import ParityResult
 
 __all__ = ["SCHEMA_VERSION", "Report", "library_versions"]
 
@@ -22,16 +26,15 @@ SCHEMA_VERSION = 1
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
-    import onnx
-    import onnxruntime
-
     from sparsify import __version__
 
-    return {
-        "sparsify": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
-        "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-    }
+    versions = {"sparsify": __version__, "python": platform.python_version()}
+    for package in ("numpy", "onnx", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def _row(t: PruneTarget) -> dict:
@@ -55,7 +58,7 @@ class Report:
     output_path: str | None = None
     output_data_file: str | None = None
     arguments: dict = field(default_factory=dict)
-    parity: ParityResult | None = None
+    parity: ParityResult | None = None  # noqa: F821 (imported lazily)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     zeroed: dict[str, int] = field(default_factory=dict)  # weight name -> newly zeroed entries

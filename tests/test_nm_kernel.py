@@ -71,3 +71,20 @@ def test_violations_counts_bad_groups():
     x = np.array([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=bool)
     assert nm_violations(x, 1, 2, 4) == (1, 2)
     assert nm_violations(x.T, 0, 2, 4) == (1, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(weight_and_axis())
+def test_in_place_bit_kernel_matches_reference(case):
+    from sparsify.masks.nm import prune_bits_inplace
+
+    w, axis, n, m = case
+    bits = w.copy().view(np.uint32)
+    before, after, bad, total = prune_bits_inplace(bits, np.uint32(0x7FFFFFFF), axis, n, m)
+    out = bits.view(np.float32)
+    np.testing.assert_array_equal(out, reference_prune(w, axis, n, m))
+    assert before == np.count_nonzero(w) and after == np.count_nonzero(out)
+    assert (bad == 0) == is_nm(w, axis, n, m) and total == w.size // m
+    # Entries that were zero keep their exact bits (-0.0 stays -0.0).
+    zeros = w == 0
+    np.testing.assert_array_equal(bits[zeros], w.view(np.uint32)[zeros])

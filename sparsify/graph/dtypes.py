@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-__all__ = ["FLOAT_TYPES", "QUANT_TYPES", "STORAGE", "dtype_name", "magnitude_key", "to_float32"]
+__all__ = ["FLOAT_TYPES", "QUANT_TYPES", "STORAGE", "abs_mask", "dtype_name", "magnitude_key", "to_float32"]
 
 #: ONNX data type -> numpy dtype of the stored bits (little-endian).
 STORAGE: dict[int, np.dtype] = {
@@ -33,6 +33,11 @@ def dtype_name(data_type: int) -> str:
         return TensorProto.DataType.Name(data_type).lower()
     except ValueError:
         return f"type{data_type}"
+
+
+def abs_mask(storage: np.dtype) -> np.integer:
+    """The mask that clears the sign bit of a float bit pattern."""
+    return _ABS_MASK[np.dtype(storage)]
 
 
 def magnitude_key(bits: np.ndarray, data_type: int) -> np.ndarray:

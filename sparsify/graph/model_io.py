@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import mmap
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from onnx import TensorProto
 
 from sparsify.errors import InputError
 from sparsify.graph.dtypes import STORAGE, dtype_name
-from sparsify.graph.protowire import EMBEDDED_LOCATION, WireError, strip_raw_data
+from sparsify.graph.protowire import EMBEDDED_LOCATION, FileWindow, WireError, strip_raw_data
 
 __all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model"]
 
@@ -78,6 +77,7 @@ class LoadedModel:
         # same wrapper while one is alive, and ids of freed wrappers get reused.
         self.tensors: list[TensorProto] = list(iter_tensors(skeleton))
         self._locations: dict[int, TensorLocation] = {}
+        self._scratch: np.ndarray | None = None
         self._index_locations()
 
     @property
@@ -123,6 +123,38 @@ class LoadedModel:
             raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
         return data
 
+    def read_bits_scratch(self, tensor: TensorProto) -> np.ndarray:
+        """Like ``read_bits`` but writable, in one buffer reused across calls.
+
+        The array is valid until the next call.  Reusing one buffer keeps weight-sized
+        allocations (and their page faults, which dominate on small VMs) out of the loop.
+        """
+        loc = self.location(tensor)
+        storage = STORAGE.get(tensor.data_type)
+        if loc.kind == "inline" or storage is None:
+            return np.array(self.read_bits(tensor))
+        self._check_length(tensor, storage, loc.length)
+        if self._scratch is None or self._scratch.size < loc.length:
+            self._scratch = np.empty(loc.length, dtype=np.uint8)
+        view = self._scratch[: loc.length]
+        target = memoryview(view)
+        with open(loc.path, "rb") as handle:  # type: ignore[arg-type]
+            done = 0
+            while done < loc.length:
+                got = os.preadv(handle.fileno(), [target[done:]], loc.offset + done)
+                if got <= 0:
+                    raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
+                done += got
+        return view.view(storage).reshape(tuple(int(d) for d in tensor.dims))
+
+    def _check_length(self, tensor: TensorProto, storage: np.dtype, length: int) -> None:
+        shape = [int(d) for d in tensor.dims]
+        if any(d < 0 for d in shape):
+            raise InputError(f"tensor {tensor.name!r}: negative dimension in {shape}")
+        expected = math.prod(shape) * storage.itemsize
+        if length != expected:
+            raise InputError(f"tensor {tensor.name!r}: shape {shape} needs {expected} bytes but {length} are stored")
+
     def read_bits(self, tensor: TensorProto) -> np.ndarray:
         """The tensor's stored values as their storage dtype (see ``dtypes.STORAGE``)."""
         storage = STORAGE.get(tensor.data_type)
@@ -136,13 +168,7 @@ class LoadedModel:
         if loc.kind == "inline" and not tensor.HasField("raw_data"):
             values = _typed_values(tensor, storage)
         else:
-            expected = count * storage.itemsize
-            length = loc.length if loc.kind != "inline" else len(tensor.raw_data)
-            if length != expected:
-                raise InputError(
-                    f"tensor {tensor.name!r}: shape {list(shape)} needs {expected} bytes "
-                    f"but {length} are stored"
-                )
+            self._check_length(tensor, storage, loc.length if loc.kind != "inline" else len(tensor.raw_data))
             values = np.frombuffer(self.read_bytes(tensor), dtype=storage)
         if values.size != count:
             raise InputError(
@@ -200,12 +226,8 @@ def open_model(path: str | os.PathLike) -> LoadedModel:
         size = path.stat().st_size
         if size == 0:
             raise InputError(f"{path}: empty file, not an ONNX model")
-        with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            view = memoryview(mapped)
-            try:
-                stripped = strip_raw_data(view)
-            finally:
-                view.release()
+        with open(path, "rb") as handle:
+            stripped = strip_raw_data(FileWindow(handle.fileno(), size))
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except WireError as exc:

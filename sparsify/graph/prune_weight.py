@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
-from sparsify.graph.dtypes import FLOAT_TYPES, magnitude_key, to_float32
+from sparsify.graph.dtypes import FLOAT_TYPES, abs_mask, magnitude_key, to_float32
 from sparsify.graph.lookthrough import WeightSource
-from sparsify.masks.nm import nm_keep_mask, nm_violations
+from sparsify.masks.nm import nm_keep_mask, nm_violations, prune_bits_inplace
 from sparsify.pattern import NMPattern
 
 __all__ = ["PruneResult", "nonzero_mask", "prune_weight", "quant_zero"]
@@ -57,31 +57,43 @@ def nonzero_mask(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np
     return bits != quant_zero(src, read_bits, bits.ndim)
 
 
-def _scores(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np.ndarray:
+def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> tuple[np.ndarray, np.ndarray]:
     if src.tensor.data_type in FLOAT_TYPES:
-        return magnitude_key(bits, src.tensor.data_type)
-    zero = quant_zero(src, read_bits, bits.ndim).astype(np.int16)
-    centered = np.abs(bits.astype(np.int16) - zero).astype(np.float32)
+        key = magnitude_key(bits, src.tensor.data_type)  # one pass serves both
+        return key, key != 0
+    zero = quant_zero(src, read_bits, bits.ndim)
+    centered = np.abs(bits.astype(np.int16) - zero.astype(np.int16)).astype(np.float32)
     if src.quant is not None and src.quant.scale is not None:
         scale = to_float32(read_bits(src.quant.scale), src.quant.scale.data_type)
         centered *= np.abs(_per_axis(scale, bits.ndim, src.quant.axis))
-    return centered
+    return centered, bits != zero
 
 
-def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_bits: ReadBits) -> PruneResult:
+def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_bits: ReadBits,
+                 in_place: bool = False) -> PruneResult:
+    """Prune ``bits`` to ``pattern`` along ``src.axis``.
+
+    With ``in_place`` (floats only; the caller owns the buffer) the pruned values are
+    written into ``bits`` itself and ``new_bits`` is ``bits``: no weight-sized copies.
+    """
     axis, n, m = src.axis, pattern.n, pattern.m
-    nonzero = nonzero_mask(bits, src, read_bits)
+    if in_place and src.tensor.data_type in FLOAT_TYPES and bits.flags.c_contiguous and bits.flags.writeable:
+        before, after, bad, groups = prune_bits_inplace(bits, abs_mask(bits.dtype), axis, n, m)
+        total = max(1, bits.size)
+        return PruneResult(bits if bad else None, before / total, after / total, before - after, bad, groups)
+    scores, nonzero = _scores_and_nonzero(bits, src, read_bits)
     total = max(1, bits.size)
     before = int(np.count_nonzero(nonzero))
     bad, groups = nm_violations(nonzero, axis, n, m)
     if bad == 0:
         return PruneResult(None, before / total, before / total, 0, 0, groups)
-    keep = nm_keep_mask(_scores(bits, src, read_bits), axis, n, m)
+    keep = nm_keep_mask(scores, axis, n, m)
+    del scores
     if src.tensor.data_type in FLOAT_TYPES:
         new_bits = np.where(keep, bits, bits.dtype.type(0))
     else:
         new_bits = np.where(keep, bits, quant_zero(src, read_bits, bits.ndim)).astype(bits.dtype)
-    after_nonzero = nonzero_mask(new_bits, src, read_bits)
+    after_nonzero = np.logical_and(keep, nonzero, out=nonzero)
     # Post-condition: a wrong-axis or partial prune must never reach the writer.
     still_bad, _ = nm_violations(after_nonzero, axis, n, m)
     if still_bad:

@@ -120,7 +120,7 @@ class ModelWriter:
                 os.close(fd)
 
     def replace(self, tensor: TensorProto, bits: np.ndarray) -> None:
-        data = np.ascontiguousarray(bits).tobytes()
+        data = memoryview(np.ascontiguousarray(bits)).cast("B")  # no copy for the pwrite paths
         loc = self.model.location(tensor)
         if loc.kind == "embedded" and not self.model.uses_external_data:
             self._pwrite(data, loc.offset, loc.length)
@@ -128,7 +128,7 @@ class ModelWriter:
             offset, length = self._new_external[id(tensor)]
             self._pwrite(data, offset, length)
         else:
-            self._inline[id(tensor)] = data
+            self._inline[id(tensor)] = bytes(data)
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
                 self._rebuild = True
 

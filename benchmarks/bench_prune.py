@@ -1,0 +1,141 @@
+"""Speed and memory of the ONNX pass against baselines measured in the same run.
+
+    python benchmarks/bench_prune.py [--layers 24] [--poly-layers 2] [--external-layers 44] [--workdir DIR]
+
+Each command runs in its own process; wall time and peak RSS (``ru_maxrss`` of that child)
+are recorded.  Baselines:
+- the I/O floor: ``onnx.load`` + ``onnx.save`` of the same file;
+- ``polygraphy surgeon prune`` (a Python loop per group of 4; run on a smaller model of the
+  same shape because it takes ~11 minutes on the full one; sparsify runs on it too, so the
+  ratio is measured on the same file).
+Then a >2 GB external-data model: sparsify vs the external-data load+save floor.
+Results: a Markdown table on stdout and in ``benchmarks/out/results.md`` (+ ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+BIN = Path(PY).parent
+
+FLOOR = ("import onnx, sys; m = onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2])")
+FLOOR_EXTERNAL = ("import onnx, sys, os; m = onnx.load(sys.argv[1]); "
+                  "onnx.save(m, sys.argv[2], save_as_external_data=True, location=os.path.basename(sys.argv[2]) + '.data')")
+
+
+def measure(cmd: list[str]) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{err[-2000:]}")
+    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def file_mb(path: Path) -> float:
+    total = path.stat().st_size
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        total += data.stat().st_size
+    return total / 2**20
+
+
+def make(path: Path, layers: int, external: bool) -> None:
+    cmd = [PY, str(HERE / "make_transformer.py"), str(path), "--layers", str(layers)]
+    subprocess.run(cmd + (["--external"] if external else []), check=True, stdout=subprocess.DEVNULL)
+
+
+def sparsify_cmd(src: Path, out: Path) -> list[str]:
+    return [str(BIN / "sparsify"), str(src), "-o", str(out), "--no-verify", "-q"]
+
+
+def clean(*paths: Path) -> None:
+    for p in paths:
+        for q in (p, p.with_name(p.name + ".data")):
+            if q.exists():
+                q.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--poly-layers", type=int, default=2)
+    parser.add_argument("--external-layers", type=int, default=44, help="44 layers ~ 2.2 GB")
+    parser.add_argument("--skip-polygraphy", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=HERE / "out" / "work")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    rows, results = [], {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version()}
+
+    big = work / "bert_large.onnx"
+    make(big, args.layers, external=False)
+    size = file_mb(big)
+    floor = measure([PY, "-c", FLOOR, str(big), str(work / "floor.onnx")])
+    clean(work / "floor.onnx")
+    ours = measure(sparsify_cmd(big, work / "bert_large.sparse.onnx"))
+    clean(work / "bert_large.sparse.onnx", big)
+    results["embedded"] = {"file_mb": round(size, 1), "floor": floor, "sparsify": ours}
+    rows.append((f"{args.layers}x d1024/ff4096, {size:.0f} MB, embedded", "onnx load+save (floor)", floor, size))
+    rows.append(("", "sparsify --no-verify", ours, size))
+
+    if not args.skip_polygraphy:
+        small = work / "small.onnx"
+        make(small, args.poly_layers, external=False)
+        small_size = file_mb(small)
+        poly = measure([str(BIN / "polygraphy"), "surgeon", "prune", str(small), "-o", str(work / "small.poly.onnx")])
+        ours_small = measure(sparsify_cmd(small, work / "small.sparse.onnx"))
+        clean(small, work / "small.poly.onnx", work / "small.sparse.onnx")
+        results["polygraphy"] = {"file_mb": round(small_size, 1), "polygraphy": poly, "sparsify": ours_small,
+                                 "speedup": round(poly["seconds"] / ours_small["seconds"], 1)}
+        rows.append((f"{args.poly_layers}x d1024/ff4096, {small_size:.0f} MB, embedded", "polygraphy surgeon prune", poly, small_size))
+        rows.append(("", "sparsify --no-verify", ours_small, small_size))
+
+    ext = work / "external.onnx"
+    make(ext, args.external_layers, external=True)
+    ext_size = file_mb(ext)
+    ext_floor = measure([PY, "-c", FLOOR_EXTERNAL, str(ext), str(work / "ext_floor.onnx")])
+    clean(work / "ext_floor.onnx")
+    ext_ours = measure(sparsify_cmd(ext, work / "external.sparse.onnx"))
+    clean(ext, work / "external.sparse.onnx")
+    results["external"] = {"file_mb": round(ext_size, 1), "floor": ext_floor, "sparsify": ext_ours}
+    rows.append((f"{args.external_layers}x d1024/ff4096, {ext_size:.0f} MB, external data", "onnx load+save (floor)", ext_floor, ext_size))
+    rows.append(("", "sparsify --no-verify", ext_ours, ext_size))
+
+    lines = ["| model | tool | seconds | peak RSS (MB) | RSS / model size |", "|---|---|---:|---:|---:|"]
+    for model, tool, m, mb in rows:
+        lines.append(f"| {model} | {tool} | {m['seconds']:.2f} | {m['peak_rss_mb']:.0f} | {m['peak_rss_mb'] / mb:.2f} |")
+    e = results["embedded"]
+    lines.append("")
+    lines.append(f"- sparsify / load+save floor (time): {e['sparsify']['seconds'] / e['floor']['seconds']:.2f}x "
+                 f"(goal <= 2x); peak RSS / file size: {e['sparsify']['peak_rss_mb'] / e['file_mb']:.2f} (goal <= 1.5)")
+    if "polygraphy" in results:
+        p = results["polygraphy"]
+        lines.append(f"- polygraphy / sparsify on the same {p['file_mb']:.0f} MB file: {p['speedup']}x (goal >= 100x)")
+    x = results["external"]
+    lines.append(f"- external data: sparsify / floor {x['sparsify']['seconds'] / x['floor']['seconds']:.2f}x time, "
+                 f"peak RSS / model size {x['sparsify']['peak_rss_mb'] / x['file_mb']:.2f}")
+    text = "\n".join(lines)
+    print(text)
+    out = HERE / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
