@@ -163,18 +163,21 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         if loaded.uses_external_data:
             report.output_data_file = str(data_file_for(out))
         t0 = time.perf_counter()
+        # Nothing the user had changes until the pruned model is verified: the writer keeps
+        # it in temporary files, parity runs on those, then everything is renamed into place.
         with ModelWriter(loaded, out) as writer:
             _prune_weights(loaded, targets, nm, writer, report, progress)
-            writer.commit()
-        timings["prune_and_write"] = time.perf_counter() - t0
-        report.warnings = _warnings(targets, nm)
-        if verify:
-            from sparsify.verify.parity import check_parity  # imports onnxruntime: only when verifying
+            candidate = writer.finish()
+            timings["prune_and_write"] = time.perf_counter() - t0
+            report.warnings = _warnings(targets, nm)
+            if verify:
+                from sparsify.verify.parity import check_parity  # imports onnxruntime: only when verifying
 
-            t0 = time.perf_counter()
-            report.parity = check_parity(path, out, input_shapes=shapes, inputs_npz=inputs, seed=seed,
-                                         max_rel_error=max_rel_error, min_top1=min_top1_agreement)
-            timings["verify"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                report.parity = check_parity(path, candidate, input_shapes=shapes, inputs_npz=inputs, seed=seed,
+                                             max_rel_error=max_rel_error, min_top1=min_top1_agreement)
+                timings["verify"] = time.perf_counter() - t0
+            writer.publish()
         timings["total"] = time.perf_counter() - started
         report.timings = timings
         report.write_json(json_path)

@@ -143,20 +143,38 @@ class ModelWriter:
         except OSError as exc:
             raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
 
-    def commit(self) -> None:
+    def finish(self) -> Path:
+        """Write everything to temporary files; return the one to verify.  Nothing the user
+        had is touched until :meth:`publish`."""
         try:
             os.close(self._fd)
             self._fd = None
             if self.model.uses_external_data:
-                self._write_proto(self._temp(self.output), data_name=data_file_for(self.output).name)
-                os.replace(self._data_tmp, data_file_for(self.output))
-                os.replace(self._temps[-1], self.output)
+                self._candidate = self._temp(self.output)
+                self._write_proto(self._candidate, data_name=os.path.basename(self._data_tmp))
             elif self._rebuild or self._inline:
-                final = self._temp(self.output)
-                self._write_proto(final, data_name=None)
-                os.replace(final, self.output)
+                self._candidate = self._temp(self.output)
+                self._write_proto(self._candidate, data_name=None)
             else:
-                os.replace(self._model_tmp, self.output)
+                self._candidate = self._model_tmp
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
+        except BaseException:
+            self.abort()
+            raise
+        return Path(self._candidate)
+
+    def publish(self) -> None:
+        """Rename the finished files into place (the model last)."""
+        try:
+            if self.model.uses_external_data:
+                final_proto = self._temp(self.output)
+                self._write_proto(final_proto, data_name=data_file_for(self.output).name)
+                os.replace(self._data_tmp, data_file_for(self.output))
+                os.replace(final_proto, self.output)
+            else:
+                os.replace(self._candidate, self.output)
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
@@ -165,6 +183,10 @@ class ModelWriter:
             raise
         self._temps = [t for t in self._temps if os.path.exists(t)]
         self.abort()
+
+    def commit(self) -> None:
+        self.finish()
+        self.publish()
 
     def _write_proto(self, path: str, data_name: str | None) -> None:
         """Re-serialize the skeleton with every embedded payload restored."""

@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sparsify.errors import InputError, UsageError
+from sparsify.errors import UsageError
 
-__all__ = ["load_feeds", "parse_input_shapes", "random_feeds"]
+__all__ = ["CannotMakeInputs", "load_feeds", "parse_input_shapes", "random_feeds"]
+
+
+class CannotMakeInputs(Exception):
+    """Random inputs cannot be made for this model (the parity check is then "not verified")."""
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -44,7 +48,7 @@ def random_feeds(session: ort.InferenceSession, shapes: dict[str, list[int]], se
     for info in session.get_inputs():
         dtype = _ORT_TYPES.get(info.type)
         if dtype is None:
-            raise InputError(f"input {info.name!r} has type {info.type}, which random inputs cannot fill")
+            raise CannotMakeInputs(f"input {info.name!r} has type {info.type}, which random inputs cannot fill (use --inputs)")
         if info.name in shapes:
             shape = shapes[info.name]
             if len(shape) != len(info.shape):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sparsify.verify.feeds import load_feeds, random_feeds
+from sparsify.verify.feeds import CannotMakeInputs, load_feeds, random_feeds
 
 __all__ = ["Gate", "OutputParity", "ParityResult", "check_parity", "metrics"]
 
@@ -113,7 +113,12 @@ def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str,
         result.reason = f"ONNX Runtime cannot run the dense model: {_first_line(exc)}"
         _gates(result, max_rel_error, min_top1)
         return result
-    feeds = load_feeds(inputs_npz, dense) if inputs_npz else random_feeds(dense, input_shapes, seed, result.notes)
+    try:
+        feeds = load_feeds(inputs_npz, dense) if inputs_npz else random_feeds(dense, input_shapes, seed, result.notes)
+    except CannotMakeInputs as exc:
+        result.reason = str(exc)
+        _gates(result, max_rel_error, min_top1)
+        return result
     try:
         dense_out = [dense.run(None, feed) for feed in feeds]
     except Exception as exc:  # noqa: BLE001
