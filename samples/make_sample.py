@@ -4,7 +4,7 @@ It holds every case the report distinguishes: prunable 3x3, grouped and 1x1 conv
 a first conv whose 3 input channels cannot form groups of 4, a depthwise conv, a Gemm with
 transB=1 (how PyTorch exports nn.Linear) and a MatMul classifier head.
 
-    python samples/make_sample.py samples/build/tiny_cnn.onnx
+    python samples/make_sample.py samples/build/tiny_cnn.onnx   # also writes tiny_cnn.inputs.npz
 """
 
 from __future__ import annotations
@@ -18,7 +18,20 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def _he(rng, shape, fan_in):
-    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    # Heavy-tailed like trained weights (a few large, many small), He-scaled.
+    values = rng.standard_t(3, size=shape) / np.sqrt(3.0)
+    return (values * np.sqrt(2.0 / fan_in)).astype(np.float32)
+
+
+def sample_inputs(count: int = 64, seed: int = 1) -> np.ndarray:
+    """Images that differ per sample (per-channel brightness, a gradient, noise), so the
+    classifier's decisions differ too: `[count, 3, 32, 32]`, stacked along axis 0."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(-1, 1, 32, dtype=np.float32)
+    images = rng.standard_normal((count, 3, 32, 32)).astype(np.float32) * 0.5
+    images += rng.standard_normal((count, 3, 1, 1)).astype(np.float32)
+    images += rng.standard_normal((count, 3, 1, 1)).astype(np.float32) * ramp[None, None, None, :]
+    return images
 
 
 def build_tiny_cnn(seed: int = 0) -> onnx.ModelProto:
@@ -67,7 +80,9 @@ def main() -> None:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(build_tiny_cnn(args.seed), out)
-    print(f"wrote {out}")
+    inputs = out.with_name(out.name.replace(".onnx", "") + ".inputs.npz")
+    np.savez(inputs, image=sample_inputs())
+    print(f"wrote {out} and {inputs} (64 sample images for --inputs)")
 
 
 if __name__ == "__main__":

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/python samples/make_sample.py samples/build/tiny_cnn.onnx
-.venv/bin/sparsify samples/build/tiny_cnn.onnx --pattern 2:4 --input-shape image:16x3x32x32 "$@"
+.venv/bin/sparsify samples/build/tiny_cnn.onnx --pattern 2:4 --inputs samples/build/tiny_cnn.inputs.npz "$@"

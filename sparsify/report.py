@@ -166,7 +166,8 @@ def _parity_lines(parity: ParityResult) -> list[str]:
     if not parity.verified:
         lines = [f"parity: not verified ({parity.reason})"]
     else:
-        lines = [f"parity (ONNX Runtime, {parity.samples} sample(s), {parity.inputs} inputs):"]
+        inputs = "random inputs" if parity.inputs == "random" else f"inputs from {parity.inputs}"
+        lines = [f"parity (ONNX Runtime, {inputs}, {parity.runs} run(s)):"]
         for o in parity.outputs:
             top1 = "" if o.top1_agreement is None else f"  top-1 agreement {o.top1_agreement:.3f}"
             lines.append(

@@ -33,7 +33,7 @@ def test_metrics_match_numpy_on_real_inputs(tmp_path):
     agreement = np.mean(dense.argmax(1) == sparse.argmax(1))
     assert out.top1_agreement == pytest.approx(agreement)
     assert 0 < agreement < 1  # a real disagreement to gate on below
-    assert report.parity.samples == 1
+    assert report.parity.runs == 1
 
     passed = sparsify.prune(path, inputs=str(tmp_path / "x.npz"), max_rel_error=expected_rel * 1.01,
                             min_top1_agreement=agreement - 0.01)
@@ -49,7 +49,7 @@ def test_stacked_samples_run_one_by_one(tmp_path):
     path = _linear(tmp_path, w, batch=2)
     np.savez(tmp_path / "x.npz", x=rand([5, 2, 8], 3))
     report = sparsify.prune(path, inputs=str(tmp_path / "x.npz"))
-    assert report.parity.samples == 5
+    assert report.parity.runs == 5
 
 
 def test_exact_model_has_zero_error(tmp_path):

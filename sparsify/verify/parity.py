@@ -40,7 +40,7 @@ class ParityResult:
     reason: str = ""
     provider: str = "CPUExecutionProvider"
     inputs: str = "random"
-    samples: int = 0
+    runs: int = 0  # ORT runs per model (one per stacked sample, or one batch)
     outputs: list[OutputParity] = field(default_factory=list)
     gates: list[Gate] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -133,6 +133,6 @@ def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str,
         d = np.concatenate([np.atleast_1d(run[index]) for run in dense_out])
         s = np.concatenate([np.atleast_1d(run[index]) for run in sparse_out])
         result.outputs.append(metrics(name, d, s))
-    result.verified, result.samples = True, len(feeds)
+    result.verified, result.runs = True, len(feeds)
     _gates(result, max_rel_error, min_top1)
     return result
