@@ -10,11 +10,13 @@ import logging
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 
+from sparsify.calibrate.options import METHODS, DataAwareOptions
 from sparsify.errors import OutputError, UsageError
 from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel, open_model
@@ -81,6 +83,7 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
         for row in rows:
             row.status = "pruned" if result.new_bits is not None else "already_nm"
             row.density_before, row.density_after = result.density_before, result.density_after
+            row.method = "magnitude"
         if progress:
             progress(done, len(groups), rows[0].weight)
 
@@ -125,8 +128,14 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
           min_channels: int = DEFAULT_MIN_CHANNELS, verify: bool = True,
           input_shapes: list[str] | dict[str, list[int]] | None = None, inputs: str | None = None,
           seed: int = 0, max_rel_error: float | None = None, min_top1_agreement: float | None = None,
-          progress: Progress | None = None, arguments: dict | None = None) -> Report:
+          progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
+          calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
+          max_output_drift: float | None = None, eval_data: str | None = None) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
+
+    ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
+    files).  ``max_accuracy_drop`` (with ``eval_data``: inputs + ``labels``) or
+    ``max_output_drift`` keep the most sensitive layers dense until the budget holds.
 
     Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
     ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
@@ -139,6 +148,10 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     _check_gate_values(max_rel_error, min_top1_agreement)
     if not verify and (max_rel_error is not None or min_top1_agreement is not None):
         raise UsageError("--no-verify cannot be combined with a parity gate")
+    if method not in METHODS:
+        raise UsageError(f"unknown --method {method!r}: choose from {', '.join(METHODS)}")
+    data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs)
+    data_aware.validate()
     includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
     if isinstance(model, onnx.ModelProto) and output is None:
@@ -166,7 +179,13 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         # Nothing the user had changes until the pruned model is verified: the writer keeps
         # it in temporary files, parity runs on those, then everything is renamed into place.
         with ModelWriter(loaded, out) as writer:
-            _prune_weights(loaded, targets, nm, writer, report, progress)
+            if method == "magnitude" and not data_aware.budget:
+                _prune_weights(loaded, targets, nm, writer, report, progress)
+            else:
+                from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
+
+                budget = prune_data_aware(loaded, targets, nm, writer, data_aware, report.zeroed)
+                report.budget = asdict(budget) if budget is not None else None
             candidate = writer.finish()
             timings["prune_and_write"] = time.perf_counter() - t0
             report.warnings = _warnings(targets, nm)

@@ -45,7 +45,8 @@ def _row(t: PruneTarget) -> dict:
         "status": t.status, "reason": t.skip_reason,
         "density_before": t.density_before, "density_after": t.density_after,
         "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
-        "output_features": t.output_features, "notes": t.notes,
+        "output_features": t.output_features, "method": t.method or None,
+        "sensitivity": t.sensitivity, "notes": t.notes,
     }
 
 
@@ -63,6 +64,7 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     zeroed: dict[str, int] = field(default_factory=dict)  # weight name -> newly zeroed entries
     report_path: str | None = None
+    budget: dict | None = None  # accuracy budget outcome (see calibrate/budget.py)
 
     @property
     def gates_passed(self) -> bool:
@@ -99,7 +101,7 @@ class Report:
             "input": self.input_path, "output": self.output_path, "output_data_file": self.output_data_file,
             "pattern": str(self.pattern), "pattern_hardware_supported": self.pattern.hardware_supported,
             "targets": [_row(t) for t in self.targets], "totals": self.totals(),
-            "parity": self.parity.to_dict() if self.parity else None,
+            "parity": self.parity.to_dict() if self.parity else None, "budget": self.budget,
             "warnings": self.warnings, "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
@@ -152,6 +154,12 @@ class Report:
                 f"{_mb(totals['weight_bytes_dense_fp16'])} fp16 dense -> {_mb(totals['weight_bytes_sparse_fp16_estimate'])} "
                 f"compressed ({totals['weight_bytes_saved_fraction']:.1%} saved)"
             )
+        if self.budget is not None:
+            b = self.budget
+            kind = b["kind"].replace("_", " ")
+            lines.append(f"budget: {kind} <= {b['budget']:g}: final {b['final_loss']:.4g} "
+                         f"({'met' if b['met'] else 'NOT met'}); {len(b['kept_dense'])} weight(s) kept dense, "
+                         f"{b['evaluations']} evaluations")
         if self.parity is not None:
             lines.extend(_parity_lines(self.parity))
         lines.extend(f"warning: {w}" for w in self.warnings)

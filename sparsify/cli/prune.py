@@ -28,6 +28,16 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random parity inputs (default 0)")
     p.add_argument("--max-rel-error", type=float, metavar="X", help="gate: exit 3 if any output's relative L2 error > X")
     p.add_argument("--min-top1-agreement", type=float, metavar="X", help="gate: exit 3 if top-1 agreement < X")
+    g = p.add_argument_group("better masks without retraining")
+    g.add_argument("--method", default="magnitude", choices=["magnitude", "wanda", "sparsegpt"],
+                   help="magnitude (default); wanda: |W|*||X||; sparsegpt: OBS weight update (both need --calibration)")
+    g.add_argument("--calibration", action="append", metavar="FILE.npz",
+                   help="calibration inputs (keys = input names, samples along axis 0; repeatable)")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="keep the most sensitive layers dense until top-1 accuracy on --eval drops by at most X (0.01 = 1 point)")
+    g.add_argument("--max-output-drift", type=float, metavar="X",
+                   help="keep the most sensitive layers dense until the outputs' relative L2 error is at most X")
+    g.add_argument("--eval", metavar="FILE.npz", help="labelled evaluation set: the inputs plus class indices under 'labels'")
     p.add_argument("-q", "--quiet", action="store_true", help="print no table (errors still go to stderr)")
     p.set_defaults(run=run)
 
@@ -42,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         verify=not args.no_verify, input_shapes=args.input_shape, inputs=args.inputs, seed=args.seed,
         max_rel_error=args.max_rel_error, min_top1_agreement=args.min_top1_agreement,
         progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
+        method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
+        max_output_drift=args.max_output_drift, eval_data=args.eval,
     )
     if not args.quiet:
         print(report.format_table())

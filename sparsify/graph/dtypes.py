@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-__all__ = ["FLOAT_TYPES", "QUANT_TYPES", "STORAGE", "abs_mask", "dtype_name", "magnitude_key", "to_float32"]
+__all__ = ["FLOAT_TYPES", "QUANT_TYPES", "STORAGE", "abs_mask", "dtype_name", "from_float", "magnitude_key", "to_float32"]
 
 #: ONNX data type -> numpy dtype of the stored bits (little-endian).
 STORAGE: dict[int, np.dtype] = {
@@ -43,6 +43,19 @@ def abs_mask(storage: np.dtype) -> np.integer:
 def magnitude_key(bits: np.ndarray, data_type: int) -> np.ndarray:
     """An array that orders like |value| for float bit patterns (NaN largest)."""
     return bits & _ABS_MASK[bits.dtype]
+
+
+def from_float(values: np.ndarray, data_type: int) -> np.ndarray:
+    """Float values -> stored bit patterns (round to nearest even for fp16/bf16)."""
+    f32 = np.ascontiguousarray(values, dtype=np.float32)
+    if data_type == TensorProto.FLOAT:
+        return f32.view(np.uint32).copy()
+    if data_type == TensorProto.FLOAT16:
+        return f32.astype(np.float16).view(np.uint16)
+    if data_type == TensorProto.BFLOAT16:
+        u = f32.view(np.uint32).astype(np.uint64)
+        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    raise ValueError(f"cannot store floats as {dtype_name(data_type)}")
 
 
 def to_float32(bits: np.ndarray, data_type: int) -> np.ndarray:

@@ -57,7 +57,17 @@ def nonzero_mask(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np
     return bits != quant_zero(src, read_bits, bits.ndim)
 
 
-def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> tuple[np.ndarray, np.ndarray]:
+def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits,
+                        feature_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    if feature_scale is not None:
+        # Wanda: |W| * ||X_k|| with the activation norm of input feature k along the axis.
+        _, nonzero = _scores_and_nonzero(bits, src, read_bits)
+        if src.tensor.data_type in FLOAT_TYPES:
+            magnitude = np.abs(to_float32(bits, src.tensor.data_type))
+        else:
+            magnitude, _ = _scores_and_nonzero(bits, src, read_bits)
+        scale = _per_axis(feature_scale.astype(np.float32), bits.ndim, src.axis)
+        return np.nan_to_num(magnitude * scale, nan=np.inf), nonzero
     if src.tensor.data_type in FLOAT_TYPES:
         key = magnitude_key(bits, src.tensor.data_type)  # one pass serves both
         return key, key != 0
@@ -70,18 +80,20 @@ def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits
 
 
 def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_bits: ReadBits,
-                 in_place: bool = False) -> PruneResult:
-    """Prune ``bits`` to ``pattern`` along ``src.axis``.
+                 in_place: bool = False, feature_scale: np.ndarray | None = None) -> PruneResult:
+    """Prune ``bits`` to ``pattern`` along ``src.axis``; ``feature_scale`` (one value per
+    entry of the reduction axis) turns magnitude into Wanda's |W| * ||X||.
 
     With ``in_place`` (floats only; the caller owns the buffer) the pruned values are
     written into ``bits`` itself and ``new_bits`` is ``bits``: no weight-sized copies.
     """
     axis, n, m = src.axis, pattern.n, pattern.m
-    if in_place and src.tensor.data_type in FLOAT_TYPES and bits.flags.c_contiguous and bits.flags.writeable:
+    if (in_place and feature_scale is None and src.tensor.data_type in FLOAT_TYPES
+            and bits.flags.c_contiguous and bits.flags.writeable):
         before, after, bad, groups = prune_bits_inplace(bits, abs_mask(bits.dtype), axis, n, m)
         total = max(1, bits.size)
         return PruneResult(bits if bad else None, before / total, after / total, before - after, bad, groups)
-    scores, nonzero = _scores_and_nonzero(bits, src, read_bits)
+    scores, nonzero = _scores_and_nonzero(bits, src, read_bits, feature_scale)
     total = max(1, bits.size)
     before = int(np.count_nonzero(nonzero))
     bad, groups = nm_violations(nonzero, axis, n, m)

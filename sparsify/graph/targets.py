@@ -51,6 +51,8 @@ class PruneTarget:
     density_before: float | None = None
     density_after: float | None = None
     node: onnx.NodeProto | None = field(default=None, repr=False)
+    method: str = ""  # the mask method that pruned it (after any fallback)
+    sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
 
     def skip(self, reason: str) -> None:
         self.status, self.skip_reason = "skipped", reason

@@ -1,0 +1,74 @@
+"""Per-target activation statistics from calibration inputs (Wanda norms, SparseGPT Hessians).
+
+Each target's activation (the op's other operand) is exposed as an extra graph output and
+accumulated over every calibration run: ``sq_norm[k] = sum x_k^2`` and, where SparseGPT needs
+it, ``hessian = X^T X`` with rows = every position that meets the weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sparsify.calibrate.session import InMemoryModel
+from sparsify.graph.index import attr
+from sparsify.graph.targets import PruneTarget
+
+__all__ = ["ActivationStats", "activation_input", "collect_stats"]
+
+
+@dataclass
+class ActivationStats:
+    rows: int
+    sq_norm: np.ndarray  # [K]
+    hessian: np.ndarray | None = None  # [K, K], float64
+
+    @property
+    def feature_norm(self) -> np.ndarray:
+        return np.sqrt(self.sq_norm)
+
+
+def activation_input(target: PruneTarget) -> tuple[str, int]:
+    """(activation tensor name, its feature axis) for a target's op."""
+    node = target.node
+    assert node is not None
+    if node.op_type == "Conv":
+        return node.input[0], 1
+    other = node.input[1 - target.input_index]
+    if node.op_type == "MatMul":
+        return other, (-1 if target.input_index == 1 else -2)
+    if target.input_index == 1:  # Gemm(X, W): X is A
+        return other, (0 if int(attr(node, "transA", 0)) else 1)
+    return other, (1 if int(attr(node, "transB", 0)) else 0)
+
+
+def _rows(x: np.ndarray, axis: int) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        return x[None, :]
+    return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+
+
+def collect_stats(model: InMemoryModel, targets: list[PruneTarget], feeds: list[dict[str, np.ndarray]],
+                  hessian_for: set[str]) -> dict[str, ActivationStats]:
+    """Stats keyed by activation name; Hessians only for activations in ``hessian_for``."""
+    wanted = {activation_input(t) for t in targets}
+    names = sorted({name for name, _ in wanted})
+    session = model.session(extra_outputs=names)
+    outputs = [o.name for o in session.get_outputs()]
+    stats: dict[str, ActivationStats] = {}
+    axes = dict(wanted)
+    for feed in feeds:
+        values = dict(zip(outputs, session.run(outputs, feed)))
+        for name in names:
+            rows = _rows(values[name], axes[name])
+            entry = stats.get(name)
+            if entry is None:
+                k = rows.shape[1]
+                entry = stats[name] = ActivationStats(0, np.zeros(k), np.zeros((k, k)) if name in hessian_for else None)
+            entry.rows += rows.shape[0]
+            entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
+            if entry.hessian is not None:
+                entry.hessian += rows.T @ rows
+    return stats

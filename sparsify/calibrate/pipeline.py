@@ -1,0 +1,94 @@
+"""The data-aware prune stage: calibration statistics, a mask method per weight, and an
+optional accuracy budget, for models that fit in memory (< 2 GB)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
+from sparsify.calibrate.capture import activation_input, collect_stats
+from sparsify.calibrate.session import InMemoryModel
+from sparsify.graph.model_io import LoadedModel
+from sparsify.graph.prune_weight import PruneResult
+from sparsify.graph.targets import PruneTarget
+from sparsify.graph.writer import ModelWriter
+from sparsify.calibrate.options import DataAwareOptions
+from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
+from sparsify.pattern import NMPattern
+from sparsify.verify.feeds import load_feeds
+
+__all__ = ["prune_data_aware"]
+
+logger = logging.getLogger(__name__)
+
+
+def _groups(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
+    groups: dict[str, list[PruneTarget]] = {}
+    for t in targets:
+        if t.active:
+            groups.setdefault(t.weight, []).append(t)
+    return list(groups.values())
+
+
+def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult]) -> BudgetResult:
+    session = memory.session()
+    if options.max_accuracy_drop is not None:
+        data = load_eval(options.eval_data, session, need_labels=True)
+        dense = accuracy(session, data)
+        loss, budget, kind = accuracy_loss(dense, data), options.max_accuracy_drop, "accuracy_drop"
+    else:
+        data = load_eval(options.eval_data or options.inputs, session, need_labels=False)
+        dense, loss, budget, kind = None, drift_loss(session, data), options.max_output_drift, "output_drift"
+    candidates = [w for w, r in results.items() if r.new_bits is not None]
+
+    def evaluate(pruned: set[str]) -> float:
+        for name in candidates:
+            memory.set_bits(name, results[name].new_bits if name in pruned else None)
+        return loss(memory.session())
+
+    return choose_dense(candidates, evaluate, float(budget), kind, dense)
+
+
+def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
+                     writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int]) -> BudgetResult | None:
+    memory = InMemoryModel(loaded.path)
+    groups = _groups(targets)
+    stats = {}
+    if options.method in NEEDS_CALIBRATION:
+        session = memory.session()
+        feeds = [feed for path in options.calibration for feed in load_feeds(path, session)]
+        hessian_for = {activation_input(rows[0])[0] for rows in groups if needs_hessian(options.method, rows[0].node)}
+        stats = collect_stats(memory, [rows[0] for rows in groups], feeds, hessian_for)
+    results: dict[str, PruneResult] = {}
+    for rows in groups:
+        src = rows[0].source
+        assert src is not None
+        bits = np.array(loaded.read_bits(src.tensor))
+        activation = stats.get(activation_input(rows[0])[0]) if stats else None
+        result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
+        results[src.name] = result
+        for row in rows:
+            row.method = options.method if not note else "magnitude"
+            if note:
+                row.notes.append(note)
+    budget = _apply_budget(memory, options, results) if options.budget else None
+    for rows in groups:
+        name = rows[0].weight
+        result = results[name]
+        if budget is not None and name in budget.kept_dense:
+            for row in rows:
+                row.skip(f"kept dense for the {budget.kind.replace('_', ' ')} budget "
+                         f"(sensitivity {budget.sensitivity[name]:.4g})")
+                row.sensitivity = budget.sensitivity[name]
+            continue
+        if result.new_bits is not None:
+            writer.replace(rows[0].source.tensor, result.new_bits)
+        zeroed[name] = result.zeroed
+        for row in rows:
+            row.status = "pruned" if result.new_bits is not None else "already_nm"
+            row.density_before, row.density_after = result.density_before, result.density_after
+            if budget is not None:
+                row.sensitivity = budget.sensitivity.get(name)
+    return budget

@@ -1,0 +1,57 @@
+"""ONNX Runtime sessions over an in-memory model whose weights we swap."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto
+
+from sparsify.errors import UsageError
+
+__all__ = ["InMemoryModel"]
+
+
+class InMemoryModel:
+    """A fully loaded model (external data included) whose stored weights can be replaced
+    by pruned bit patterns before a session is made."""
+
+    def __init__(self, path):
+        try:
+            self.proto = onnx.load(str(path))
+        except Exception as exc:  # noqa: BLE001
+            raise UsageError(f"data-aware pruning needs the model in memory: {exc}") from None
+        if self.proto.ByteSize() >= 2**31 - 1:
+            raise UsageError("data-aware pruning and accuracy budgets support models below 2 GB")
+        self._tensors: dict[str, TensorProto] = {t.name: t for t in self.proto.graph.initializer}
+        for node in self.proto.graph.node:
+            if node.op_type == "Constant":
+                for attribute in node.attribute:
+                    if attribute.name == "value" and attribute.HasField("t"):
+                        self._tensors[node.output[0]] = attribute.t
+        self._original = {name: bytes(t.raw_data) for name, t in self._tensors.items() if t.HasField("raw_data")}
+
+    def set_bits(self, name: str, bits: np.ndarray | None) -> None:
+        """Replace weight ``name`` with ``bits`` (None: restore the original)."""
+        tensor = self._tensors[name]
+        if bits is None:
+            if name in self._original:
+                tensor.raw_data = self._original[name]
+            return
+        for field in ("float_data", "int32_data", "int64_data", "double_data"):
+            tensor.ClearField(field)
+        tensor.raw_data = np.ascontiguousarray(bits).tobytes()
+
+    def session(self, extra_outputs: list[str] | None = None) -> ort.InferenceSession:
+        model = self.proto
+        if extra_outputs:
+            model = onnx.ModelProto()
+            model.CopyFrom(self.proto)
+            present = {o.name for o in model.graph.output}
+            for name in extra_outputs:
+                if name not in present:
+                    model.graph.output.append(onnx.ValueInfoProto(name=name))
+                    present.add(name)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

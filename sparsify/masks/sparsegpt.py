@@ -1,0 +1,78 @@
+"""SparseGPT for N:M (Frantar & Alistarh 2023): prune with the OBS weight update.
+
+Columns are the reduction axis.  For every group of M columns the N kept per row are the
+ones whose removal costs most (w^2 / [H^-1]_jj^2); the error of each pruned column is
+propagated to the columns not yet processed through the inverse Hessian's Cholesky factor.
+Blocked (lazy batch updates) and damped; a Hessian that stays singular after more damping
+is refused with a reason so the caller can fall back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SparseGPTError", "sparsegpt_prune"]
+
+
+class SparseGPTError(ValueError):
+    """SparseGPT cannot handle this weight (the message says why)."""
+
+
+def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
+    h = hessian.copy()
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    mean_diag = float(np.mean(np.diag(h)))
+    for attempt in range(6):
+        damped = h + np.eye(len(h)) * damp * mean_diag * (10**attempt)
+        try:
+            lower = np.linalg.cholesky(damped)
+            inverse = np.linalg.inv(lower)
+            hinv = inverse.T @ inverse  # H^-1
+            return np.linalg.cholesky(hinv).T  # upper factor, as in the reference code
+        except np.linalg.LinAlgError:
+            continue
+    raise SparseGPTError("calibration Hessian is not positive definite even after damping")
+
+
+def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = 0.01,
+                    block: int = 128) -> np.ndarray:
+    """``weight``: [rows, K] (K = reduction axis), ``hessian``: [K, K] = X^T X.
+
+    Returns the pruned and updated weight (float64); each group of m columns keeps n
+    non-zeros per row.
+    """
+    w = np.array(weight, dtype=np.float64)
+    rows, cols = w.shape
+    if cols % m:
+        raise SparseGPTError(f"reduction length {cols} is not divisible by {m}")
+    if hessian.shape != (cols, cols) or not np.all(np.isfinite(hessian)):
+        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    if not np.all(np.isfinite(w)):
+        raise SparseGPTError("weight holds non-finite values")
+    w[:, np.diag(hessian) == 0] = 0.0  # inputs never active: their weights never matter
+    hinv = _inverse_cholesky(hessian, damp)
+    block = max(m, (block // m) * m)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        w1 = w[:, i1:i2].copy()
+        err = np.zeros_like(w1)
+        h1 = hinv[i1:i2, i1:i2]
+        pruned = np.zeros(w1.shape, dtype=bool)
+        for i in range(i2 - i1):
+            if i % m == 0:
+                cost = w1[:, i : i + m] ** 2 / np.diag(h1)[i : i + m][None, :] ** 2
+                # drop the m-n cheapest; the stable sort makes ties deterministic
+                order = np.argsort(cost, axis=1, kind="stable")
+                drop = np.zeros_like(cost, dtype=bool)
+                np.put_along_axis(drop, order[:, : m - n], True, axis=1)
+                pruned[:, i : i + m] = drop
+            column = w1[:, i]
+            q = np.where(pruned[:, i], 0.0, column)
+            e = (column - q) / h1[i, i]
+            w1[:, i:] -= np.outer(e, h1[i, i:])
+            w1[:, i] = q
+            err[:, i] = e
+        w[:, i1:i2] = w1
+        w[:, i2:] -= err @ hinv[i1:i2, i2:]
+    return w

@@ -1,0 +1,176 @@
+"""Data-aware one-shot pruning: wanda, sparsegpt (with fallbacks) and the accuracy budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import sparsify
+from sparsify.errors import UsageError
+from sparsify.masks.sparsegpt import sparsegpt_prune
+from tests.builders import init, is_nm, make_model, rand, reference_prune, run, save, vi, weights
+
+
+def _mlp(tmp_path, k=16, hidden=16, classes=8, seed=0):
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "W2"], ["logits"], name="fc2")]
+    inits = [init(rand([k, hidden], seed), "W1"), init(rand([hidden, classes], seed + 1), "W2")]
+    return save(make_model(nodes, [vi("x", ["batch", k])], [vi("logits", ["batch", classes])], inits), tmp_path / "m.onnx")
+
+
+def _skewed_inputs(tmp_path, k=16, rows=256, name="calib.npz", seed=3):
+    x = rand([rows, k], seed)
+    x *= np.where(np.arange(k) % 2 == 0, 10.0, 0.1).astype(np.float32)  # even features dominate
+    np.savez(tmp_path / name, x=x)
+    return tmp_path / name, x
+
+
+def test_wanda_scores_weight_times_activation_norm(tmp_path):
+    path = _mlp(tmp_path)
+    calib, x = _skewed_inputs(tmp_path)
+    report = sparsify.prune(path, output=tmp_path / "w.onnx", method="wanda", calibration=[str(calib)])
+    w1 = weights(path)["W1"]
+    norm = np.linalg.norm(x.astype(np.float64), axis=0)
+    expected = reference_prune(w1, 0, scores=np.moveaxis(np.abs(w1) * norm[:, None], 0, 0))
+    np.testing.assert_array_equal(weights(tmp_path / "w.onnx")["W1"], expected)
+    assert not np.array_equal(expected, reference_prune(w1, 0))  # it differs from magnitude here
+    assert {t.method for t in report.targets} == {"wanda"}
+
+
+def _reconstruction_error(w_dense, w_sparse, x):
+    return np.linalg.norm(x @ w_dense - x @ w_sparse) / np.linalg.norm(x @ w_dense)
+
+
+def test_sparsegpt_beats_magnitude_and_wanda_on_the_layer_objective(tmp_path):
+    path = _mlp(tmp_path, k=32, hidden=32)
+    rng = np.random.default_rng(5)
+    mix = rng.standard_normal((32, 32)).astype(np.float32)  # correlated features: OBS has work to do
+    x = rand([512, 32], 7) @ mix
+    np.savez(tmp_path / "c.npz", x=x)
+    errors = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        out = tmp_path / f"{method}.onnx"
+        report = sparsify.prune(path, output=out, method=method, calibration=[str(tmp_path / "c.npz")] if method != "magnitude" else None)
+        w1 = weights(out)["W1"]
+        assert is_nm(w1, 0) and report.count("pruned") == 2
+        errors[method] = _reconstruction_error(weights(path)["W1"], w1, x)
+    assert errors["sparsegpt"] < errors["wanda"] <= errors["magnitude"] * 1.05
+    assert errors["sparsegpt"] < 0.8 * errors["magnitude"]
+
+
+def test_sparsegpt_with_identity_hessian_is_magnitude():
+    w = rand([6, 16], 1)
+    out = sparsegpt_prune(w, np.eye(16), 2, 4, damp=0.0)
+    np.testing.assert_allclose(out, reference_prune(w, 1), rtol=1e-6, atol=1e-7)
+
+
+def test_sparsegpt_blocking_does_not_change_the_result():
+    w, x = rand([5, 24], 2), rand([100, 24], 3)
+    h = x.T.astype(np.float64) @ x
+    a = sparsegpt_prune(w, h, 2, 4, block=4)
+    b = sparsegpt_prune(w, h, 2, 4, block=128)
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    assert is_nm(a, 1)
+
+
+def test_sparsegpt_conv_fallbacks(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "Wp"], ["a"], name="pointwise"),
+             helper.make_node("Conv", ["a", "Wk"], ["y"], name="k3", pads=[1, 1, 1, 1])]
+    inits = [init(rand([8, 8, 1, 1]), "Wp"), init(rand([8, 8, 3, 3], 1), "Wk")]
+    path = save(make_model(nodes, [vi("x", [1, 8, 6, 6])], [vi("y", None)], inits), tmp_path / "c.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([4, 1, 8, 6, 6], 2))
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
+    rows = {t.layer: t for t in report.targets}
+    assert rows["pointwise"].method == "sparsegpt" and not rows["pointwise"].notes
+    assert rows["k3"].method == "magnitude" and "1x1 convolutions only" in rows["k3"].notes[0]
+    out = weights(tmp_path / "o.onnx")
+    assert is_nm(out["Wp"], 1) and is_nm(out["Wk"], 1)
+    assert report.parity.verified
+
+
+def test_sparsegpt_quantized_weight_falls_back(tmp_path):
+    q = np.random.default_rng(0).integers(-100, 100, (16, 4)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["Wq", "s"], ["W"]),
+             helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    path = save(make_model(nodes, [vi("x", [2, 16])], [vi("y", None)], [init(q, "Wq"), init(np.array(0.1, np.float32), "s")]),
+                tmp_path / "q.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([8, 2, 16]))
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
+    assert "requantizing" in report.targets[0].notes[0] and report.targets[0].status == "pruned"
+    assert is_nm(weights(tmp_path / "o.onnx")["Wq"], 0)
+
+
+def test_fp16_sparsegpt_keeps_pattern_after_rounding(tmp_path):
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    w = rand([16, 8]).astype(np.float16)
+    path = save(make_model(nodes, [vi("x", [2, 16], 10)], [vi("y", None, 10)], [init(w, "W")]), tmp_path / "h.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([8, 2, 16]).astype(np.float16))
+    sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
+    assert is_nm(weights(tmp_path / "o.onnx")["W"], 0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "wanda"}, "needs --calibration"),
+    ({"method": "nope"}, "unknown --method"),
+    ({"max_accuracy_drop": 0.01}, "needs --eval"),
+    ({"max_output_drift": 0.1, "max_accuracy_drop": 0.1, "eval_data": "x"}, "not both"),
+    ({"max_output_drift": -1, "inputs": "x"}, "must be >= 0"),
+])
+def test_data_aware_usage_errors(tmp_path, kwargs, match):
+    with pytest.raises(UsageError, match=match):
+        sparsify.prune(_mlp(tmp_path), **kwargs)
+
+
+def _labelled(tmp_path, path, rows=200):
+    x = rand([rows, 16], 11)
+    labels = np.argmax(run(path, {"x": x})[0], axis=1)  # dense accuracy is exactly 1.0
+    np.savez(tmp_path / "eval.npz", x=x, labels=labels)
+    return tmp_path / "eval.npz", x, labels
+
+
+def test_accuracy_budget_keeps_sensitive_layers_dense(tmp_path):
+    path = _mlp(tmp_path)
+    evaluation, x, labels = _labelled(tmp_path, path)
+    plain = sparsify.prune(path, output=tmp_path / "plain.onnx", verify=False)
+    plain_acc = np.mean(np.argmax(run(tmp_path / "plain.onnx", {"x": x})[0], 1) == labels)
+    assert plain_acc < 0.97 and plain.count("pruned") == 2  # pruning everything costs accuracy
+    budget = 1.0 - plain_acc - 0.01  # strictly tighter than "prune everything"
+    report = sparsify.prune(path, output=tmp_path / "b.onnx", max_accuracy_drop=budget, eval_data=str(evaluation))
+    got = np.mean(np.argmax(run(tmp_path / "b.onnx", {"x": x})[0], 1) == labels)
+    assert 1.0 - got <= budget + 1e-9  # measured independently on the written model
+    assert report.budget["met"] and report.budget["kept_dense"]
+    dense_rows = [t for t in report.targets if t.status == "skipped"]
+    assert dense_rows and all("accuracy drop budget" in t.skip_reason for t in dense_rows)
+    assert all(t.sensitivity is not None for t in report.targets)
+
+
+def test_output_drift_budget_extremes(tmp_path):
+    path = _mlp(tmp_path)
+    np.savez(tmp_path / "in.npz", x=rand([64, 16], 4))
+    loose = sparsify.prune(path, output=tmp_path / "a.onnx", max_output_drift=10.0, inputs=str(tmp_path / "in.npz"))
+    assert loose.count("pruned") == 2 and loose.budget["kept_dense"] == []
+    strict = sparsify.prune(path, output=tmp_path / "b.onnx", max_output_drift=0.0, inputs=str(tmp_path / "in.npz"))
+    assert strict.count("pruned") == 0 and len(strict.budget["kept_dense"]) == 2
+    assert strict.parity.outputs[0].rel_l2_error == 0.0
+
+
+def test_cli_method_and_budget(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = _mlp(tmp_path)
+    calib, _ = _skewed_inputs(tmp_path)
+    evaluation, _, _ = _labelled(tmp_path, path)
+    result = subprocess.run([sys.executable, "-m", "sparsify", str(path), "--method", "sparsegpt", "--calibration", str(calib),
+                             "--max-accuracy-drop", "0.05", "--eval", str(evaluation)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "budget: accuracy drop <= 0.05" in result.stdout
+    data = json.loads((tmp_path / "m.sparse.report.json").read_text())
+    assert data["budget"]["met"] and data["targets"][0]["method"] in ("sparsegpt", None)
+    bad = subprocess.run([sys.executable, "-m", "sparsify", str(path), "--method", "wanda"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "needs --calibration" in bad.stderr
+    assert onnx.load(str(tmp_path / "m.sparse.onnx")) is not None
