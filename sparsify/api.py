@@ -130,12 +130,15 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
           seed: int = 0, max_rel_error: float | None = None, min_top1_agreement: float | None = None,
           progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
           calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
-          max_output_drift: float | None = None, eval_data: str | None = None) -> Report:
+          max_output_drift: float | None = None, eval_data: str | None = None,
+          bias_correction: bool = True) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
 
     ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
     files).  ``max_accuracy_drop`` (with ``eval_data``: inputs + ``labels``) or
     ``max_output_drift`` keep the most sensitive layers dense until the budget holds.
+    ``bias_correction``: calibrated methods also move each layer's bias so its output mean
+    matches the dense model's (the rows' notes name every changed bias).
 
     Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
     ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
@@ -150,7 +153,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         raise UsageError("--no-verify cannot be combined with a parity gate")
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}: choose from {', '.join(METHODS)}")
-    data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs)
+    data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs,
+                                  bias_correction)
     data_aware.validate()
     includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)

@@ -174,3 +174,40 @@ def test_cli_method_and_budget(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "sparsify", str(path), "--method", "wanda"], capture_output=True, text=True)
     assert bad.returncode == 2 and "needs --calibration" in bad.stderr
     assert onnx.load(str(tmp_path / "m.sparse.onnx")) is not None
+
+
+def _biased(tmp_path, gemm=False, shared=False):
+    if gemm:
+        nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["y"], name="fc")]
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"), helper.make_node("Add", ["h", "b"], ["y"])]
+    outputs = [vi("y", None)]
+    if shared:
+        nodes.append(helper.make_node("Mul", ["b", "b"], ["b2"]))
+        outputs.append(vi("b2", None))
+    inits = [init(rand([16, 8]), "W"), init(rand([8], 1), "b")]
+    return save(make_model(nodes, [vi("x", ["batch", 16])], outputs, inits), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("gemm", [False, True])
+def test_bias_correction_restores_the_output_mean(tmp_path, gemm):
+    path = _biased(tmp_path, gemm)
+    x = rand([300, 16], 2) + 3.0  # non-zero-mean inputs: pruning shifts the output mean
+    np.savez(tmp_path / "c.npz", x=x)
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="wanda", calibration=[str(tmp_path / "c.npz")])
+    dense, sparse = run(path, {"x": x})[0], run(tmp_path / "o.onnx", {"x": x})[0]
+    np.testing.assert_allclose(sparse.mean(0), dense.mean(0), atol=1e-3)
+    plain = sparsify.prune(path, output=tmp_path / "p.onnx", method="wanda", calibration=[str(tmp_path / "c.npz")],
+                           bias_correction=False)
+    shifted = run(tmp_path / "p.onnx", {"x": x})[0]
+    assert np.abs(shifted.mean(0) - dense.mean(0)).max() > 0.1  # without it the mean moves
+    assert "bias 'b' corrected" in report.targets[0].notes[-1] and not plain.targets[0].notes
+    assert weights(tmp_path / "p.onnx")["b"].tobytes() == weights(path)["b"].tobytes()
+
+
+def test_bias_used_elsewhere_is_not_touched(tmp_path):
+    path = _biased(tmp_path, shared=True)
+    np.savez(tmp_path / "c.npz", x=rand([50, 16], 2) + 3.0)
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "c.npz")])
+    assert report.targets[0].status == "pruned" and not report.targets[0].notes
+    assert weights(tmp_path / "o.onnx")["b"].tobytes() == weights(path)["b"].tobytes()

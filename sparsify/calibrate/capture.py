@@ -23,6 +23,17 @@ class ActivationStats:
     rows: int
     sq_norm: np.ndarray  # [K]
     hessian: np.ndarray | None = None  # [K, K], float64
+    total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
+    cross: np.ndarray | None = None  # [K, K] X^T X_dense: this input vs the dense model's
+    dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
+
+    @property
+    def dense_mean(self) -> np.ndarray:
+        return (self.total if self.dense_total is None else self.dense_total) / max(1, self.rows)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(1, self.rows)
 
     @property
     def feature_norm(self) -> np.ndarray:
@@ -51,24 +62,36 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def collect_stats(model: InMemoryModel, targets: list[PruneTarget], feeds: list[dict[str, np.ndarray]],
-                  hessian_for: set[str]) -> dict[str, ActivationStats]:
-    """Stats keyed by activation name; Hessians only for activations in ``hessian_for``."""
+                  hessian_for: set[str], reference: InMemoryModel | None = None) -> dict[str, ActivationStats]:
+    """Stats keyed by activation name; Hessians only for activations in ``hessian_for``.
+
+    With ``reference`` (the dense model), also ``cross = X^T X_dense`` for those, so a layer
+    can be refit toward the dense model's output rather than its own drifted input's.
+    """
     wanted = {activation_input(t) for t in targets}
     names = sorted({name for name, _ in wanted})
     session = model.session(extra_outputs=names)
     outputs = [o.name for o in session.get_outputs()]
+    dense_session = reference.session(extra_outputs=names) if reference is not None and hessian_for else None
     stats: dict[str, ActivationStats] = {}
     axes = dict(wanted)
     for feed in feeds:
         values = dict(zip(outputs, session.run(outputs, feed)))
+        dense_values = dict(zip(outputs, dense_session.run(outputs, feed))) if dense_session is not None else {}
         for name in names:
             rows = _rows(values[name], axes[name])
             entry = stats.get(name)
             if entry is None:
                 k = rows.shape[1]
-                entry = stats[name] = ActivationStats(0, np.zeros(k), np.zeros((k, k)) if name in hessian_for else None)
+                entry = stats[name] = ActivationStats(0, np.zeros(k), np.zeros((k, k)) if name in hessian_for else None,
+                                                      np.zeros(k))
             entry.rows += rows.shape[0]
+            entry.total += rows.sum(axis=0)
             entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
             if entry.hessian is not None:
                 entry.hessian += rows.T @ rows
+                if name in dense_values:
+                    dense_rows = _rows(dense_values[name], axes[name])
+                    entry.cross = (0 if entry.cross is None else entry.cross) + rows.T @ dense_rows
+                    entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + dense_rows.sum(axis=0)
     return stats

@@ -20,6 +20,7 @@ class DataAwareOptions:
     max_output_drift: float | None = None
     eval_data: str | None = None  # labelled set (--eval); drift also accepts --inputs
     inputs: str | None = None
+    bias_correction: bool = True  # calibrated methods move each layer's output mean back
 
     @property
     def budget(self) -> bool:

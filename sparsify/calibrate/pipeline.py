@@ -7,9 +7,11 @@ import logging
 
 import numpy as np
 
+from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
 from sparsify.calibrate.capture import activation_input, collect_stats
 from sparsify.calibrate.session import InMemoryModel
+from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel
 from sparsify.graph.prune_weight import PruneResult
 from sparsify.graph.targets import PruneTarget
@@ -32,7 +34,8 @@ def _groups(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
     return list(groups.values())
 
 
-def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult]) -> BudgetResult:
+def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],
+                  bias_updates: dict[str, tuple]) -> BudgetResult:
     session = memory.session()
     if options.max_accuracy_drop is not None:
         data = load_eval(options.eval_data, session, need_labels=True)
@@ -46,34 +49,71 @@ def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dic
     def evaluate(pruned: set[str]) -> float:
         for name in candidates:
             memory.set_bits(name, results[name].new_bits if name in pruned else None)
+            if name in bias_updates:
+                bias_name, _, bias_bits = bias_updates[name]
+                memory.set_bits(bias_name, bias_bits if name in pruned else None)
         return loss(memory.session())
 
     return choose_dense(candidates, evaluate, float(budget), kind, dense)
 
 
+def _correct_bias(index, row, dense_bits, result, stats, loaded, memory, bias_updates) -> None:
+    found = find_bias(index, row)
+    if found is None or stats.total is None:
+        return
+    name, tensor = found
+    new_bias = corrected_bias(loaded.read_bits(tensor), tensor.data_type, dense_bits, result.new_bits,
+                              row.source.tensor.data_type, row.axis, stats)
+    memory.set_bits(name, new_bias)
+    bias_updates[row.weight] = (name, tensor, new_bias)
+    row.notes.append(f"bias {name!r} corrected for the mean output shift")
+
+
+def _stages(groups: list[list[PruneTarget]], node_order: dict[int, int]) -> list[list[list[PruneTarget]]]:
+    """Weights grouped by the activation they read, in graph order (Q, K, V share one)."""
+    stages: dict[str, list[list[PruneTarget]]] = {}
+    for rows in sorted(groups, key=lambda r: min(node_order.get(id(t.node), 0) for t in r)):
+        stages.setdefault(activation_input(rows[0])[0], []).append(rows)
+    return list(stages.values())
+
+
 def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
                      writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int]) -> BudgetResult | None:
+    """Prune the active targets with ``options.method``; calibrated methods run sequentially
+    (as in SparseGPT): each stage's activations are measured on the model whose earlier
+    layers are already pruned, so later layers compensate for earlier error."""
     memory = InMemoryModel(loaded.path)
+    dense = InMemoryModel(loaded.path) if options.method == "sparsegpt" else None
     groups = _groups(targets)
-    stats = {}
+    feeds: list = []
     if options.method in NEEDS_CALIBRATION:
         session = memory.session()
         feeds = [feed for path in options.calibration for feed in load_feeds(path, session)]
-        hessian_for = {activation_input(rows[0])[0] for rows in groups if needs_hessian(options.method, rows[0].node)}
-        stats = collect_stats(memory, [rows[0] for rows in groups], feeds, hessian_for)
+    node_order = {id(node): i for i, node in enumerate(loaded.skeleton.graph.node)}
+    index = GraphIndex(loaded.skeleton)
+    bias_updates: dict[str, tuple] = {}
     results: dict[str, PruneResult] = {}
-    for rows in groups:
-        src = rows[0].source
-        assert src is not None
-        bits = np.array(loaded.read_bits(src.tensor))
-        activation = stats.get(activation_input(rows[0])[0]) if stats else None
-        result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
-        results[src.name] = result
-        for row in rows:
-            row.method = options.method if not note else "magnitude"
-            if note:
-                row.notes.append(note)
-    budget = _apply_budget(memory, options, results) if options.budget else None
+    for stage in _stages(groups, node_order) if feeds else [groups]:
+        stats = {}
+        if feeds:
+            hessian_for = {activation_input(rows[0])[0] for rows in stage if needs_hessian(options.method, rows[0].node)}
+            stats = collect_stats(memory, [rows[0] for rows in stage], feeds, hessian_for, reference=dense)
+        for rows in stage:
+            src = rows[0].source
+            assert src is not None
+            bits = np.array(loaded.read_bits(src.tensor))
+            activation = stats.get(activation_input(rows[0])[0]) if stats else None
+            result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
+            results[src.name] = result
+            if result.new_bits is not None and feeds:
+                memory.set_bits(src.name, result.new_bits)
+                if options.bias_correction and activation is not None and len(rows) == 1:
+                    _correct_bias(index, rows[0], bits, result, activation, loaded, memory, bias_updates)
+            for row in rows:
+                row.method = options.method if not note else "magnitude"
+                if note:
+                    row.notes.append(note)
+    budget = _apply_budget(memory, options, results, bias_updates) if options.budget else None
     for rows in groups:
         name = rows[0].weight
         result = results[name]
@@ -85,6 +125,8 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
             continue
         if result.new_bits is not None:
             writer.replace(rows[0].source.tensor, result.new_bits)
+            if name in bias_updates:
+                writer.replace(bias_updates[name][1], bias_updates[name][2])
         zeroed[name] = result.zeroed
         for row in rows:
             row.status = "pruned" if result.new_bits is not None else "already_nm"

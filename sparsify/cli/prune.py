@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
                    help="magnitude (default); wanda: |W|*||X||; sparsegpt: OBS weight update (both need --calibration)")
     g.add_argument("--calibration", action="append", metavar="FILE.npz",
                    help="calibration inputs (keys = input names, samples along axis 0; repeatable)")
+    g.add_argument("--no-bias-correction", action="store_true",
+                   help="with wanda/sparsegpt, leave biases untouched (default: shift each pruned layer's bias "
+                        "so its mean output on the calibration data matches the dense model's)")
     g.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="keep the most sensitive layers dense until top-1 accuracy on --eval drops by at most X (0.01 = 1 point)")
     g.add_argument("--max-output-drift", type=float, metavar="X",
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         max_rel_error=args.max_rel_error, min_top1_agreement=args.min_top1_agreement,
         progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
         method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
-        max_output_drift=args.max_output_drift, eval_data=args.eval,
+        max_output_drift=args.max_output_drift, eval_data=args.eval, bias_correction=not args.no_bias_correction,
     )
     if not args.quiet:
         print(report.format_table())

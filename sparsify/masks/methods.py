@@ -52,7 +52,13 @@ def _sparsegpt(bits, src, pattern, read_bits, stats) -> PruneResult:
     k = moved.shape[-1]
     if stats.hessian is None or stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    pruned = sparsegpt_prune(moved.reshape(-1, k), stats.hessian, pattern.n, pattern.m)
+    weight = moved.reshape(-1, k)
+    if stats.cross is not None:
+        # Refit toward the dense output first: argmin_A ||X A - X_dense W||, i.e.
+        # A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1).
+        h = stats.hessian + np.eye(k) * 0.01 * float(np.mean(np.diag(stats.hessian)) or 1.0)
+        weight = np.linalg.solve(h, stats.cross @ weight.T).T
+    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m)
     new_bits = from_float(np.moveaxis(pruned.reshape(moved.shape), -1, src.axis), dtype)
     before = nonzero_mask(bits, src, read_bits)
     after = nonzero_mask(new_bits, src, read_bits)
