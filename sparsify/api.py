@@ -131,14 +131,15 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
           progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
           calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
           max_output_drift: float | None = None, eval_data: str | None = None,
-          bias_correction: bool = True) -> Report:
+          bias_correction: bool = True, permute: bool = False) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
 
     ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
     files).  ``max_accuracy_drop`` (with ``eval_data``: inputs + ``labels``) or
     ``max_output_drift`` keep the most sensitive layers dense until the budget holds.
     ``bias_correction``: calibrated methods also move each layer's bias so its output mean
-    matches the dense model's (the rows' notes name every changed bias).
+    matches the dense model's (the rows' notes name every changed bias).  ``permute``:
+    channel permutation where an exact graph equivalent exists (rows' notes give the gain).
 
     Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
     ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
@@ -154,7 +155,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}: choose from {', '.join(METHODS)}")
     data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs,
-                                  bias_correction)
+                                  bias_correction, permute)
     data_aware.validate()
     includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
@@ -183,7 +184,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         # Nothing the user had changes until the pruned model is verified: the writer keeps
         # it in temporary files, parity runs on those, then everything is renamed into place.
         with ModelWriter(loaded, out) as writer:
-            if method == "magnitude" and not data_aware.budget:
+            if not data_aware.in_memory:
                 _prune_weights(loaded, targets, nm, writer, report, progress)
             else:
                 from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime

@@ -48,7 +48,7 @@ def _row(t: PruneTarget) -> dict:
         "density_before": t.density_before, "density_after": t.density_after,
         "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
         "output_features": t.output_features, "method": t.method or None,
-        "sensitivity": t.sensitivity, "predicted_profitable": profitable, "profitability": why, "notes": t.notes,
+        "sensitivity": t.sensitivity, "permutation_gain": t.permutation_gain, "predicted_profitable": profitable, "profitability": why, "notes": t.notes,
     }
 
 

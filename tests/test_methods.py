@@ -211,3 +211,62 @@ def test_bias_used_elsewhere_is_not_touched(tmp_path):
     report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "c.npz")])
     assert report.targets[0].status == "pruned" and not report.targets[0].notes
     assert weights(tmp_path / "o.onnx")["b"].tobytes() == weights(path)["b"].tobytes()
+
+
+def _gelu_mlp(tmp_path, residual=False):
+    """fc1 -> +b1 -> GELU (as PyTorch's exporter writes it: Div, Erf, Add, Mul, Mul) -> *scale -> fc2."""
+    c = lambda v, n: init(np.array(v, np.float32), n)  # noqa: E731
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+             helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Div", ["hb", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["hb", "e1"], ["g"]),
+             helper.make_node("Mul", ["g", "half"], ["gelu"]),
+             helper.make_node("Mul", ["gelu", "scale"], ["s"]),
+             helper.make_node("MatMul", ["s", "W2"], ["y"], name="fc2")]
+    outputs = [vi("y", None)] + ([vi("hb", None)] if residual else [])
+    inits = [init(rand([16, 32]), "W1"), init(rand([32], 1), "b1"), c(2 ** 0.5, "sqrt2"), c(1.0, "one"), c(0.5, "half"),
+             init(rand([32], 2) + 2, "scale"), init(rand([32, 8], 3), "W2")]
+    return save(make_model(nodes, [vi("x", ["batch", 16])], outputs, inits), tmp_path / "g.onnx")
+
+
+def test_channel_chain_permutation_is_exact(tmp_path):
+    from sparsify.calibrate.session import InMemoryModel
+    from sparsify.graph.channel_chain import find_chain
+    from sparsify.graph.index import GraphIndex
+    from sparsify.graph.model_io import open_model
+    from sparsify.graph.targets import find_targets
+    from sparsify.pattern import parse_pattern
+
+    path = _gelu_mlp(tmp_path)
+    loaded = open_model(path)
+    index = GraphIndex(loaded.skeleton)
+    fc2 = next(t for t in find_targets(index, parse_pattern("2:4")) if t.layer == "fc2")
+    chain = find_chain(index, fc2)
+    assert chain.producer_weight == "W1" and sorted(n for n, _ in chain.channel_constants) == ["b1", "scale"]
+    perm = np.random.default_rng(0).permutation(32)  # any permutation must be exact
+    memory = InMemoryModel(path)
+    for name, axis in (("W2", 0), ("W1", 1), ("b1", -1), ("scale", -1)):
+        memory.set_bits(name, np.take(weights(path)[name], perm, axis=axis).view(np.uint32))
+    x = rand([5, 16], 9)
+    np.testing.assert_allclose(memory.session().run(None, {"x": x})[0], run(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_permute_end_to_end(tmp_path):
+    path = _gelu_mlp(tmp_path)
+    plain = sparsify.prune(path, output=tmp_path / "a.onnx")
+    permuted = sparsify.prune(path, output=tmp_path / "b.onnx", permute=True)
+    rows = {t.layer: t for t in permuted.targets}
+    assert rows["fc2"].permutation_gain and rows["fc2"].permutation_gain > 0
+    assert "output channels permuted to match fc2" in rows["fc1"].notes
+    out = weights(tmp_path / "b.onnx")
+    assert is_nm(out["W2"], 0) and is_nm(out["W1"], 0)
+    kept = lambda w: np.abs(w).sum()  # noqa: E731
+    assert kept(out["W2"]) > kept(weights(tmp_path / "a.onnx")["W2"])  # more magnitude survives
+    assert permuted.parity.verified
+    assert "fc1" in rows and "permutation: the activation does not come from a MatMul/Gemm" in rows["fc1"].notes
+
+
+def test_permute_refused_when_an_intermediate_has_other_users(tmp_path):
+    report = sparsify.prune(_gelu_mlp(tmp_path, residual=True), output=tmp_path / "o.onnx", permute=True)
+    fc2 = next(t for t in report.targets if t.layer == "fc2")
+    assert fc2.permutation_gain is None and any("other users" in n for n in fc2.notes)

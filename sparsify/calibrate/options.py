@@ -21,6 +21,12 @@ class DataAwareOptions:
     eval_data: str | None = None  # labelled set (--eval); drift also accepts --inputs
     inputs: str | None = None
     bias_correction: bool = True  # calibrated methods move each layer's output mean back
+    permute: bool = False  # search input-channel permutations where a graph equivalent exists
+
+    @property
+    def in_memory(self) -> bool:
+        """Needs the in-memory pipeline (anything beyond streaming magnitude)."""
+        return self.method != "magnitude" or self.budget or self.permute
 
     @property
     def budget(self) -> bool:

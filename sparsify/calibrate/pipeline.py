@@ -17,6 +17,7 @@ from sparsify.graph.prune_weight import PruneResult
 from sparsify.graph.targets import PruneTarget
 from sparsify.graph.writer import ModelWriter
 from sparsify.calibrate.options import DataAwareOptions
+from sparsify.calibrate.permutation import permute_channels
 from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds
@@ -57,12 +58,12 @@ def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dic
     return choose_dense(candidates, evaluate, float(budget), kind, dense)
 
 
-def _correct_bias(index, row, dense_bits, result, stats, loaded, memory, bias_updates) -> None:
+def _correct_bias(index, row, dense_bits, result, stats, read, memory, bias_updates) -> None:
     found = find_bias(index, row)
     if found is None or stats.total is None:
         return
     name, tensor = found
-    new_bias = corrected_bias(loaded.read_bits(tensor), tensor.data_type, dense_bits, result.new_bits,
+    new_bias = corrected_bias(read(name, tensor), tensor.data_type, dense_bits, result.new_bits,
                               row.source.tensor.data_type, row.axis, stats)
     memory.set_bits(name, new_bias)
     bias_updates[row.weight] = (name, tensor, new_bias)
@@ -92,6 +93,14 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
     node_order = {id(node): i for i, node in enumerate(loaded.skeleton.graph.node)}
     index = GraphIndex(loaded.skeleton)
     bias_updates: dict[str, tuple] = {}
+    overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
+    extra_writes: dict[str, object] = {}
+
+    def read(name, tensor):
+        return overrides[name] if name in overrides else np.array(loaded.read_bits(tensor))
+
+    if options.permute:
+        permute_channels(index, groups, read, memory, pattern, overrides, extra_writes)
     results: dict[str, PruneResult] = {}
     for stage in _stages(groups, node_order) if feeds else [groups]:
         stats = {}
@@ -101,19 +110,20 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
         for rows in stage:
             src = rows[0].source
             assert src is not None
-            bits = np.array(loaded.read_bits(src.tensor))
+            bits = read(src.name, src.tensor)
             activation = stats.get(activation_input(rows[0])[0]) if stats else None
             result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
             results[src.name] = result
             if result.new_bits is not None and feeds:
                 memory.set_bits(src.name, result.new_bits)
                 if options.bias_correction and activation is not None and len(rows) == 1:
-                    _correct_bias(index, rows[0], bits, result, activation, loaded, memory, bias_updates)
+                    _correct_bias(index, rows[0], bits, result, activation, read, memory, bias_updates)
             for row in rows:
                 row.method = options.method if not note else "magnitude"
                 if note:
                     row.notes.append(note)
     budget = _apply_budget(memory, options, results, bias_updates) if options.budget else None
+    written: set[str] = set()
     for rows in groups:
         name = rows[0].weight
         result = results[name]
@@ -125,12 +135,17 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
             continue
         if result.new_bits is not None:
             writer.replace(rows[0].source.tensor, result.new_bits)
+            written.add(name)
             if name in bias_updates:
                 writer.replace(bias_updates[name][1], bias_updates[name][2])
+                written.add(bias_updates[name][0])
         zeroed[name] = result.zeroed
         for row in rows:
             row.status = "pruned" if result.new_bits is not None else "already_nm"
             row.density_before, row.density_after = result.density_before, result.density_after
             if budget is not None:
                 row.sensitivity = budget.sensitivity.get(name)
+    for name, tensor in extra_writes.items():  # permuted tensors that were not rewritten above
+        if name not in written:
+            writer.replace(tensor, overrides[name])
     return budget

@@ -42,6 +42,11 @@ class InMemoryModel:
             tensor.ClearField(field)
         tensor.raw_data = np.ascontiguousarray(bits).tobytes()
 
+    def rebase(self, name: str, bits: np.ndarray) -> None:
+        """Make ``bits`` this weight's dense value (used after a channel permutation)."""
+        self.set_bits(name, bits)
+        self._original[name] = np.ascontiguousarray(bits).tobytes()
+
     def session(self, extra_outputs: list[str] | None = None) -> ort.InferenceSession:
         model = self.proto
         if extra_outputs:

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     g.add_argument("--no-bias-correction", action="store_true",
                    help="with wanda/sparsegpt, leave biases untouched (default: shift each pruned layer's bias "
                         "so its mean output on the calibration data matches the dense model's)")
+    g.add_argument("--permute", action="store_true",
+                   help="permute input channels to raise the magnitude N:M keeps, where the producing layer and the "
+                        "channel-wise ops between can be permuted to match (exact; gains in the report)")
     g.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="keep the most sensitive layers dense until top-1 accuracy on --eval drops by at most X (0.01 = 1 point)")
     g.add_argument("--max-output-drift", type=float, metavar="X",
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
         method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
         max_output_drift=args.max_output_drift, eval_data=args.eval, bias_correction=not args.no_bias_correction,
+        permute=args.permute,
     )
     if not args.quiet:
         print(report.format_table())

@@ -53,6 +53,7 @@ class PruneTarget:
     node: onnx.NodeProto | None = field(default=None, repr=False)
     method: str = ""  # the mask method that pruned it (after any fallback)
     sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
+    permutation_gain: float | None = None  # retained-magnitude gain of --permute (0.05 = +5%)
 
     def skip(self, reason: str) -> None:
         self.status, self.skip_reason = "skipped", reason

@@ -1,0 +1,132 @@
+"""Where an input-channel permutation of a weight has an exact graph equivalent.
+
+For ``y = f(x W_p + b) W_c`` with ``f`` channel-wise, permuting W_c's input rows by ``p`` is
+exact when W_p's output columns, ``b`` and every per-channel constant in ``f`` are permuted
+by the same ``p``.  This module finds such chains (MatMul/Gemm producer -> channel-wise ops
+-> MatMul/Gemm consumer, nothing else reading the intermediate tensors) and refuses the rest
+with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import TensorProto
+
+from sparsify.graph.index import GraphIndex, attr, is_default_domain
+from sparsify.graph.targets import PruneTarget
+
+__all__ = ["ChannelChain", "find_chain"]
+
+_UNARY = {"Relu", "Gelu", "Cast", "Sigmoid", "Tanh", "Erf", "LeakyRelu", "Elu", "Selu", "Softplus", "HardSigmoid",
+          "HardSwish", "Identity", "Neg", "Abs", "Exp", "Sqrt", "Reciprocal", "Softsign", "Mish", "Celu",
+          "ThresholdedRelu", "Sin", "Cos", "Floor", "Ceil", "Round", "Sign"}
+_BINARY = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"}
+
+
+@dataclass
+class ChannelChain:
+    producer: onnx.NodeProto
+    producer_weight: str
+    producer_tensor: TensorProto
+    producer_axis: int  # output-channel axis of the stored producer weight
+    channel_constants: list[tuple[str, TensorProto]] = field(default_factory=list)  # permute along -1
+
+
+def _constant_role(index: GraphIndex, name: str, channels: int, region: set[int]):
+    """'scalar', ('vector', tensor) for a per-channel constant only the region reads, or None."""
+    found = index.constant_tensor(name)
+    if found is None:
+        return None
+    dims = [int(d) for d in found[0].dims]
+    if all(d == 1 for d in dims):
+        return "scalar"
+    if dims and dims[-1] == channels and all(d == 1 for d in dims[:-1]):
+        return ("vector", found[0])
+    return None
+
+
+def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
+    """(weight name, tensor, stored output-channel axis) for a MatMul/Gemm with a direct
+    2-D constant weight, else None."""
+    if node.op_type == "MatMul":
+        slot, out_axis = 1, 1
+    elif node.op_type == "Gemm" and not int(attr(node, "transA", 0)):
+        slot, out_axis = 1, 0 if int(attr(node, "transB", 0)) else 1
+        if len(node.input) > 2 and node.input[2]:
+            return None  # Gemm's own bias C would need permuting too; keep the rule simple
+    else:
+        return None
+    name = node.input[slot] if len(node.input) > slot else ""
+    found = index.constant_tensor(name) if name else None
+    if found is None or len(found[0].dims) != 2 or len(index.consumers.get(name, [])) != 1:
+        return None
+    return name, found[0], out_axis
+
+
+def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
+    """The permutable region feeding ``consumer``'s activation, or why there is none.
+
+    The region is every node between one producing MatMul/Gemm and the consumer; all must be
+    channel-wise (unary, or binary over region tensors and scalar / per-channel constants),
+    and nothing outside the region may read a tensor it computes.
+    """
+    node = consumer.node
+    if node is None or node.op_type not in ("MatMul", "Gemm") or consumer.input_index != 1:
+        return "permutation: only MatMul/Gemm layers whose weight is the right operand"
+    if node.op_type == "Gemm" and int(attr(node, "transA", 0)):
+        return "permutation: Gemm with transA"
+    src = consumer.source
+    if src is None or src.quant is not None or len(src.tensor.dims) != 2:
+        return "permutation: only 2-D float weights"
+    channels = consumer.reduction_length
+    region: dict[int, onnx.NodeProto] = {}
+    constants: dict[str, TensorProto] = {}
+    producers: dict[int, onnx.NodeProto] = {}
+    frontier, seen = [node.input[0]], set()
+    while frontier:
+        tensor = frontier.pop()
+        if tensor in seen:
+            continue
+        seen.add(tensor)
+        if len(seen) > 256:
+            return "permutation: region too large"
+        producer = index.producers.get(tensor)
+        if producer is None or not is_default_domain(producer):
+            return "permutation: the activation does not come from a MatMul/Gemm"
+        if producer.op_type in ("MatMul", "Gemm"):
+            producers[id(producer)] = producer
+            continue
+        if producer.op_type not in _UNARY and producer.op_type not in _BINARY:
+            return f"permutation: {producer.op_type} between the layers is not channel-wise"
+        region[id(producer)] = producer
+        inputs = [i for i in producer.input if i]
+        for name in inputs[1:] if producer.op_type in _UNARY else inputs:
+            if index.is_constant(name):
+                role = _constant_role(index, name, channels, set(region))
+                if role is None:
+                    return f"permutation: {producer.op_type} has a constant that is not per-channel"
+                if role != "scalar":
+                    constants[name] = role[1]
+            else:
+                frontier.append(name)
+        if producer.op_type in _UNARY:
+            frontier.append(inputs[0])
+    if len(producers) != 1:
+        return "permutation: the activation mixes several producing layers"
+    producer = next(iter(producers.values()))
+    allowed = set(region) | {id(node)}
+    for tensor in list(seen):
+        if tensor in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(tensor, [])):
+            return "permutation: an intermediate tensor has other users"
+    for name in constants:
+        if name in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(name, [])):
+            return "permutation: a per-channel constant is shared with other layers"
+    weight = _producer_weight(index, producer)
+    if weight is None:
+        return "permutation: the producing layer has no unshared 2-D constant weight"
+    name, stored, axis = weight
+    if int(stored.dims[axis]) != channels:
+        return "permutation: producer width does not match"
+    return ChannelChain(producer, name, stored, axis, sorted(constants.items()))
