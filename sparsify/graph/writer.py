@@ -17,6 +17,7 @@ error (or SIGINT/SIGTERM) removes them, so no partial output ever appears.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -72,7 +73,7 @@ class ModelWriter:
         self._fd: int | None = None  # the file whose payloads we patch
 
     def __enter__(self) -> ModelWriter:
-        try:
+        with self._rollback_on_error():
             if self.model.uses_external_data:
                 self._data_tmp = self._temp(data_file_for(self.output))
                 self._fd = os.open(self._data_tmp, os.O_RDWR)
@@ -81,13 +82,19 @@ class ModelWriter:
                 self._model_tmp = self._temp(self.output)
                 shutil.copyfile(self.model.path, self._model_tmp)
                 self._fd = os.open(self._model_tmp, os.O_RDWR)
+        return self
+
+    @contextlib.contextmanager
+    def _rollback_on_error(self):
+        """Any failure removes every temporary file; OS errors become one-line OutputErrors."""
+        try:
+            yield
         except OSError as exc:
             self.abort()
             raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
         except BaseException:
             self.abort()
             raise
-        return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
@@ -146,7 +153,7 @@ class ModelWriter:
     def finish(self) -> Path:
         """Write everything to temporary files; return the one to verify.  Nothing the user
         had is touched until :meth:`publish`."""
-        try:
+        with self._rollback_on_error():
             os.close(self._fd)
             self._fd = None
             if self.model.uses_external_data:
@@ -157,17 +164,11 @@ class ModelWriter:
                 self._write_proto(self._candidate, data_name=None)
             else:
                 self._candidate = self._model_tmp
-        except OSError as exc:
-            self.abort()
-            raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
-        except BaseException:
-            self.abort()
-            raise
         return Path(self._candidate)
 
     def publish(self) -> None:
         """Rename the finished files into place (the model last)."""
-        try:
+        with self._rollback_on_error():
             if self.model.uses_external_data:
                 final_proto = self._temp(self.output)
                 self._write_proto(final_proto, data_name=data_file_for(self.output).name)
@@ -175,12 +176,6 @@ class ModelWriter:
                 os.replace(final_proto, self.output)
             else:
                 os.replace(self._candidate, self.output)
-        except OSError as exc:
-            self.abort()
-            raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
-        except BaseException:
-            self.abort()
-            raise
         self._temps = [t for t in self._temps if os.path.exists(t)]
         self.abort()
 
