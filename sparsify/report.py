@@ -160,7 +160,9 @@ class Report:
         if self.budget is not None:
             b = self.budget
             kind = b["kind"].replace("_", " ")
-            lines.append(f"budget: {kind} <= {b['budget']:g}: final {b['final_loss']:.4g} "
+            accuracy = "" if b.get("final_accuracy") is None else \
+                f" (accuracy {b['dense_value']:.4f} dense -> {b['final_accuracy']:.4f})"
+            lines.append(f"budget: {kind} <= {b['budget']:g}: final {b['final_loss']:.4g}{accuracy} "
                          f"({'met' if b['met'] else 'NOT met'}); {len(b['kept_dense'])} weight(s) kept dense, "
                          f"{b['evaluations']} evaluations")
         if self.parity is not None:

@@ -270,3 +270,14 @@ def test_permute_refused_when_an_intermediate_has_other_users(tmp_path):
     report = sparsify.prune(_gelu_mlp(tmp_path, residual=True), output=tmp_path / "o.onnx", permute=True)
     fc2 = next(t for t in report.targets if t.layer == "fc2")
     assert fc2.permutation_gain is None and any("other users" in n for n in fc2.notes)
+
+
+def test_budget_reports_final_accuracy(tmp_path):
+    path = _mlp(tmp_path)
+    evaluation, x, labels = _labelled(tmp_path, path)
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", max_accuracy_drop=0.5, eval_data=str(evaluation))
+    b = report.budget
+    assert b["dense_value"] == 1.0 and b["final_accuracy"] == pytest.approx(1.0 - b["final_loss"])
+    measured = np.mean(np.argmax(run(tmp_path / "o.onnx", {"x": x})[0], 1) == labels)
+    assert b["final_accuracy"] == pytest.approx(measured)
+    assert "accuracy 1.0000 dense ->" in report.format_table()

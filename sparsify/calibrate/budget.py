@@ -39,6 +39,7 @@ class BudgetResult:
     kept_dense: list[str] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)
     evaluations: int = 0
+    final_accuracy: float | None = None  # accuracy mode: dense accuracy minus the final drop
 
 
 def load_eval(path: str | Path, session: ort.InferenceSession, need_labels: bool) -> EvalData:
@@ -112,4 +113,6 @@ def choose_dense(weights: list[str], evaluate: Callable[[set[str]], float], budg
         k += 1
         final = loss_with(k) if k < len(order) else 0.0
     result.kept_dense, result.final_loss, result.met = order[:k], final, final <= budget
+    if dense_value is not None:
+        result.final_accuracy = dense_value - final
     return result
