@@ -281,3 +281,18 @@ def test_budget_reports_final_accuracy(tmp_path):
     measured = np.mean(np.argmax(run(tmp_path / "o.onnx", {"x": x})[0], 1) == labels)
     assert b["final_accuracy"] == pytest.approx(measured)
     assert "accuracy 1.0000 dense ->" in report.format_table()
+
+
+def test_sparsegpt_with_permute_stays_as_good(tmp_path):
+    """Permutation reorders the activations: the dense reference used for the refit and the
+    bias correction must be permuted too, or the layer is fitted to scrambled targets."""
+    path = _gelu_mlp(tmp_path)
+    x = rand([400, 16], 3)
+    np.savez(tmp_path / "c.npz", x=x)
+    errors = {}
+    for permute in (False, True):
+        out = tmp_path / f"p{permute}.onnx"
+        sparsify.prune(path, output=out, method="sparsegpt", calibration=[str(tmp_path / "c.npz")], permute=permute, verify=False)
+        dense, sparse = run(path, {"x": x})[0], run(out, {"x": x})[0]
+        errors[permute] = np.linalg.norm(dense - sparse) / np.linalg.norm(dense)
+    assert errors[True] < 1.3 * errors[False], errors

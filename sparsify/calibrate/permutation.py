@@ -19,11 +19,14 @@ from sparsify.pattern import NMPattern
 __all__ = ["permute_channels"]
 
 
-def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, memory: InMemoryModel,
+def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, memories: list[InMemoryModel],
                      pattern: NMPattern, overrides: dict[str, np.ndarray],
                      extra_writes: dict[str, TensorProto]) -> None:
     """Fill ``overrides`` (tensor name -> permuted bits) and ``extra_writes`` (name -> stored
-    tensor to rewrite even if not pruned).  ``read(name, tensor)`` gives current bits."""
+    tensor to rewrite even if not pruned).  ``read(name, tensor)`` gives current bits.
+
+    Every in-memory model in ``memories`` gets the permutation too: the working model and
+    the dense reference must see activations in the same channel order."""
     by_weight = {rows[0].weight: rows for rows in groups}
     for rows in groups:
         target = rows[0]
@@ -51,7 +54,8 @@ def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, m
             permuted = np.take(read(name, tensor), perm, axis=axis)
             overrides[name] = permuted
             extra_writes[name] = tensor
-            memory.rebase(name, permuted)
+            for memory in memories:
+                memory.rebase(name, permuted)
         gain = after / before - 1
         target.permutation_gain = gain
         target.notes.append(f"input channels permuted: retained magnitude +{gain:.2%}")

@@ -100,7 +100,8 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
         return overrides[name] if name in overrides else np.array(loaded.read_bits(tensor))
 
     if options.permute:
-        permute_channels(index, groups, read, memory, pattern, overrides, extra_writes)
+        permute_channels(index, groups, read, [m for m in (memory, dense) if m is not None], pattern, overrides,
+                         extra_writes)
     results: dict[str, PruneResult] = {}
     for stage in _stages(groups, node_order) if feeds else [groups]:
         stats = {}
