@@ -70,9 +70,9 @@ def collect_stats(model: InMemoryModel, targets: list[PruneTarget], feeds: list[
     """
     wanted = {activation_input(t) for t in targets}
     names = sorted({name for name, _ in wanted})
-    session = model.session(extra_outputs=names)
+    session = model.session(extra_outputs=names, only=True)  # runs only what these need
     outputs = [o.name for o in session.get_outputs()]
-    dense_session = reference.session(extra_outputs=names) if reference is not None and hessian_for else None
+    dense_session = reference.session(extra_outputs=names, only=True) if reference is not None and hessian_for else None
     stats: dict[str, ActivationStats] = {}
     axes = dict(wanted)
     for feed in feeds:

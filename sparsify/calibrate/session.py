@@ -47,11 +47,15 @@ class InMemoryModel:
         self.set_bits(name, bits)
         self._original[name] = np.ascontiguousarray(bits).tobytes()
 
-    def session(self, extra_outputs: list[str] | None = None) -> ort.InferenceSession:
+    def session(self, extra_outputs: list[str] | None = None, only: bool = False) -> ort.InferenceSession:
+        """A session; ``extra_outputs`` become graph outputs too (``only``: the sole outputs,
+        so ONNX Runtime drops every node they do not need)."""
         model = self.proto
         if extra_outputs:
             model = onnx.ModelProto()
             model.CopyFrom(self.proto)
+            if only:
+                del model.graph.output[:]
             present = {o.name for o in model.graph.output}
             for name in extra_outputs:
                 if name not in present:
