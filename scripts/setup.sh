@@ -6,3 +6,5 @@ if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+# Deployment plugins register through entry points; the core names none of them.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e plugins/triton

@@ -12,7 +12,7 @@ from sparsify.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 
 __all__ = ["main"]
 
-_SUBCOMMANDS = ("prune", "check")
+_CORE_SUBCOMMANDS = ("prune", "check", "plugins")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,7 +29,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     prune.add_parser(sub)
     check.add_parser(sub)
+    plugins_cmd = sub.add_parser("plugins", help="list deployment plugins and whether they are usable")
+    plugins_cmd.set_defaults(run=_list_plugins)
+    for info in _plugins():
+        if info.plugin is not None:
+            info.plugin.add_parser(sub, info)
     return parser
+
+
+def _plugins():
+    from sparsify.plugins import discover
+
+    return discover()
+
+
+def _list_plugins(args) -> int:
+    infos = _plugins()
+    if not infos:
+        print("no plugins installed (entry-point group 'sparsify.plugins')")
+    for info in infos:
+        state = "available" if info.available else f"unavailable ({info.reason})"
+        print(f"{info.name:12} {state:40} {info.description}")
+    return 0
+
+
+def _is_plugin_command(word: str) -> bool:
+    # A model path ends in .onnx (or exists); only then is it the shorthand for prune.
+    if word.endswith(".onnx") or os.path.exists(word):
+        return False
+    return any(info.name == word for info in _plugins())
 
 
 def _on_sigterm(signum, frame):
@@ -39,7 +67,7 @@ def _on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `sparsify MODEL.onnx ...` is shorthand for `sparsify prune MODEL.onnx ...`.
-    if argv and argv[0] not in _SUBCOMMANDS and not argv[0].startswith("-"):
+    if argv and argv[0] not in _CORE_SUBCOMMANDS and not argv[0].startswith("-") and not _is_plugin_command(argv[0]):
         argv.insert(0, "prune")
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
