@@ -189,7 +189,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
             else:
                 from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
 
-                budget = prune_data_aware(loaded, targets, nm, writer, data_aware, report.zeroed)
+                budget = prune_data_aware(loaded, targets, nm, writer, data_aware, report.zeroed, progress)
                 report.budget = asdict(budget) if budget is not None else None
             candidate = writer.finish()
             timings["prune_and_write"] = time.perf_counter() - t0

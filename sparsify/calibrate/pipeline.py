@@ -79,7 +79,8 @@ def _stages(groups: list[list[PruneTarget]], node_order: dict[int, int]) -> list
 
 
 def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
-                     writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int]) -> BudgetResult | None:
+                     writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int],
+                     progress=None) -> BudgetResult | None:
     """Prune the active targets with ``options.method``; calibrated methods run sequentially
     (as in SparseGPT): each stage's activations are measured on the model whose earlier
     layers are already pruned, so later layers compensate for earlier error."""
@@ -111,6 +112,8 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
         for rows in stage:
             src = rows[0].source
             assert src is not None
+            if progress:
+                progress(len(results) + 1, len(groups), src.name)
             bits = read(src.name, src.tensor)
             activation = stats.get(activation_input(rows[0])[0]) if stats else None
             result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
