@@ -33,14 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     plugins_cmd.set_defaults(run=_list_plugins)
     for info in _plugins():
         if info.plugin is not None:
-            info.plugin.add_parser(sub, info)
+            try:
+                info.plugin.add_parser(sub, info)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the core CLI
+                info.available, info.reason = False, f"its CLI failed to register: {exc}"
     return parser
 
 
-def _plugins():
-    from sparsify.plugins import discover
+_PLUGINS = None
 
-    return discover()
+
+def _plugins():
+    """Discovered once per process; discovery problems never break the core commands."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from sparsify.plugins import discover
+
+        try:
+            _PLUGINS = discover()
+        except Exception:  # noqa: BLE001
+            _PLUGINS = []
+    return _PLUGINS
 
 
 def _list_plugins(args) -> int:
