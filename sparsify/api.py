@@ -10,8 +10,8 @@ import logging
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import onnx

@@ -253,7 +253,7 @@ def test_channel_chain_permutation_is_exact(tmp_path):
 
 def test_permute_end_to_end(tmp_path):
     path = _gelu_mlp(tmp_path)
-    plain = sparsify.prune(path, output=tmp_path / "a.onnx")
+    sparsify.prune(path, output=tmp_path / "a.onnx")
     permuted = sparsify.prune(path, output=tmp_path / "b.onnx", permute=True)
     rows = {t.layer: t for t in permuted.targets}
     assert rows["fc2"].permutation_gain and rows["fc2"].permutation_gain > 0

@@ -14,7 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import onnx
-from onnx import TensorProto
 
 from sparsify.graph.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
 from sparsify.graph.index import GraphIndex, attr, is_default_domain
