@@ -18,11 +18,30 @@ import sparsify
 names = [m.name for m in pkgutil.walk_packages(sparsify.__path__, "sparsify.") if m.name != "sparsify.__main__"]
 for name in names:
     importlib.import_module(name)
-print(len(names), "modules imported")
+print(" ".join(names))
 """
 
 
 def test_every_core_module_imports_without_torch_or_tensorrt():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout.split()[0]) > 20
+    names = set(result.stdout.split())
+    # subpackages without __init__.py would be missing from a wheel: list them explicitly
+    assert {"sparsify.graph.writer", "sparsify.masks.nm", "sparsify.verify.parity", "sparsify.calibrate.pipeline",
+            "sparsify.cli.prune", "sparsify.api"} <= names, names
+
+
+def test_wheel_install_runs(tmp_path):
+    """A non-editable install (what the Docker images do) has every module and runs."""
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "w"), str(root)],
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "w").glob("sparsify-*.whl"))
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    env = {**__import__("os").environ, "PYTHONPATH": str(target)}
+    probe = "import sparsify, sparsify.graph.writer, sparsify.calibrate.pipeline; print(sparsify.__file__)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and str(target) in result.stdout, result.stderr

@@ -1,0 +1,1 @@
+"""N:M kernels and mask methods (magnitude, wanda, sparsegpt) and channel permutation search."""

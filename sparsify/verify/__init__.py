@@ -1,0 +1,1 @@
+"""Parity with ONNX Runtime: inputs, sessions, metrics, gates."""
