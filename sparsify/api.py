@@ -24,6 +24,7 @@ from sparsify.graph.prune_weight import nonzero_mask, prune_weight
 from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
 from sparsify.graph.targets import PruneTarget, find_targets
 from sparsify.graph.writer import ModelWriter, check_output_path, data_file_for
+from sparsify.masks.given import apply_given_mask, load_masks
 from sparsify.masks.nm import nm_violations
 from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
@@ -67,13 +68,19 @@ def _unique_sources(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
 
 
 def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
-                   writer: ModelWriter, report: Report, progress: Progress | None) -> None:
+                   writer: ModelWriter, report: Report, progress: Progress | None,
+                   masks: dict | None = None) -> None:
     groups = _unique_sources(targets)
     for done, rows in enumerate(groups, 1):
         src = rows[0].source
         assert src is not None
         bits = model.read_bits_scratch(src.tensor)
-        result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
+        if masks is not None:
+            result, note = apply_given_mask(bits, src, masks[src.name], pattern, model.read_bits)
+            if note:
+                rows[0].notes.append(note)
+        else:
+            result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
         del bits
         if result.new_bits is not None:
             writer.replace(src.tensor, result.new_bits)
@@ -83,7 +90,7 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
         for row in rows:
             row.status = "pruned" if result.new_bits is not None else "already_nm"
             row.density_before, row.density_after = result.density_before, result.density_after
-            row.method = "magnitude"
+            row.method = "given mask" if masks is not None else "magnitude"
         if progress:
             progress(done, len(groups), rows[0].weight)
 
@@ -131,7 +138,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
           progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
           calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
           max_output_drift: float | None = None, eval_data: str | None = None,
-          bias_correction: bool = True, permute: bool = False) -> Report:
+          bias_correction: bool = True, permute: bool = False, masks: str | None = None) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
 
     ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
@@ -140,6 +147,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     ``bias_correction``: calibrated methods also move each layer's bias so its output mean
     matches the dense model's (the rows' notes name every changed bias).  ``permute``:
     channel permutation where an exact graph equivalent exists (rows' notes give the gain).
+    ``masks``: an .npz of 0/1 masks keyed by stored weight name, applied instead of computing
+    masks (validated in full before anything is written; weights without one stay dense).
 
     Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
     ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
@@ -157,6 +166,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs,
                                   bias_correction, permute)
     data_aware.validate()
+    if masks is not None and data_aware.in_memory:
+        raise UsageError("--masks applies given masks: it cannot be combined with --method, --permute or a budget")
     includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
     if isinstance(model, onnx.ModelProto) and output is None:
@@ -176,6 +187,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         t0 = time.perf_counter()
         targets = find_targets(GraphIndex(loaded.skeleton), nm)
         select_targets(targets, includes, excludes, only_profitable, min_channels)
+        given = load_masks(masks, targets) if masks is not None else None
         timings["analyse"] = time.perf_counter() - t0
         report = Report("prune", str(path), nm, targets, output_path=str(out), arguments=arguments or {})
         if loaded.uses_external_data:
@@ -185,7 +197,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         # it in temporary files, parity runs on those, then everything is renamed into place.
         with ModelWriter(loaded, out) as writer:
             if not data_aware.in_memory:
-                _prune_weights(loaded, targets, nm, writer, report, progress)
+                _prune_weights(loaded, targets, nm, writer, report, progress, given)
             else:
                 from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
 

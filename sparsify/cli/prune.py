@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--only-profitable", action="store_true",
                    help=f"skip layers too small for TensorRT to pick a sparse kernel (C_in*k and C_out >= {DEFAULT_MIN_CHANNELS})")
     p.add_argument("--min-channels", type=int, default=DEFAULT_MIN_CHANNELS, help=argparse.SUPPRESS)
+    p.add_argument("--masks", metavar="MASKS.npz",
+                   help="apply these 0/1 masks (keys = weight names as in the report) instead of computing masks")
     p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime parity check")
     p.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224", help="shape for a dynamic input (repeatable)")
     p.add_argument("--inputs", metavar="DATA.npz", help="real inputs: keys = input names, samples along axis 0")
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
         method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
         max_output_drift=args.max_output_drift, eval_data=args.eval, bias_correction=not args.no_bias_correction,
-        permute=args.permute,
+        permute=args.permute, masks=args.masks,
     )
     if not args.quiet:
         print(report.format_table())
