@@ -5,6 +5,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev,torch]"
 # Deployment plugins register through entry points; the core names none of them.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e plugins/triton

@@ -7,5 +7,6 @@ from sparsify.api import check, prune  # noqa: E402
 from sparsify.errors import SparsifyError  # noqa: E402
 from sparsify.pattern import NMPattern, parse_pattern  # noqa: E402
 from sparsify.report import Report  # noqa: E402
+from sparsify.torch_import.prune_module import prune_torch  # noqa: E402  (imports torch lazily)
 
-__all__ = ["NMPattern", "Report", "SparsifyError", "__version__", "check", "parse_pattern", "prune"]
+__all__ = ["NMPattern", "Report", "SparsifyError", "__version__", "check", "parse_pattern", "prune", "prune_torch"]

@@ -68,7 +68,7 @@ def _list_plugins(args) -> int:
 
 def _is_plugin_command(word: str) -> bool:
     # A model path ends in .onnx (or exists); only then is it the shorthand for prune.
-    if word.endswith(".onnx") or os.path.exists(word):
+    if word.endswith((".onnx", ".pt2")) or os.path.exists(word):
         return False
     return any(info.name == word for info in _plugins())
 

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("prune", help="prune a model to N:M and check parity (default command)",
                        description="Prune every eligible Conv/MatMul/Gemm weight to N:M along the axis "
                                    "TensorRT needs, write the sparse ONNX, check parity with ONNX Runtime.")
-    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("model", help="input .onnx file (never modified), or a torch.export .pt2 archive "
+                                 "(loading one runs its code: only trusted files)")
     p.add_argument("--pattern", default="2:4", help="N:M pattern, 0 < N < M (default 2:4)")
     p.add_argument("-o", "--output", help="output .onnx (default: <stem>.sparse.onnx beside the input)")
     p.add_argument("--report", help="JSON report path (default: <output stem>.report.json)")
@@ -54,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.api import print_progress, prune
 
     arguments = {k: v for k, v in vars(args).items() if k != "run"}
+    if args.model.endswith(".pt2"):
+        from sparsify.torch_import.prune_module import prune_pt2
+
+        def prune(model, pattern, output, **kw):  # noqa: F811 - same call shape, .pt2 front end
+            return prune_pt2(model, output, pattern=pattern, **kw)
     report = prune(
         args.model, args.pattern, args.output, report_path=args.report, include=args.include,
         exclude=args.exclude, only_profitable=args.only_profitable, min_channels=args.min_channels,

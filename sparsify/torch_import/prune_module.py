@@ -1,0 +1,73 @@
+"""``sparsify.prune_torch``: export a module, then prune it through the ONNX pass, either
+by magnitude or with masks found in PyTorch (keyed by parameter name)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from sparsify.errors import UsageError
+from sparsify.torch_import.export import export_to_onnx, require_torch
+from sparsify.torch_import.mapping import map_parameters
+
+__all__ = ["prune_pt2", "prune_torch"]
+
+
+def _as_array(value) -> np.ndarray:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+def prune_torch(module, example_inputs, output, *, masks: dict | None = None, exporter: str = "legacy", **prune_kwargs):
+    """Export ``module`` with ``example_inputs`` and prune it into ``output`` (.onnx).
+
+    ``masks``: {parameter name: 0/1 tensor of the parameter's shape}; each lands on the ONNX
+    weight that holds that parameter (found by value, transposed as exported).  Returns the
+    Report of the ONNX pass (parity: ONNX Runtime dense export vs sparse).
+    """
+    require_torch()
+    from sparsify.api import prune
+
+    with tempfile.TemporaryDirectory(prefix="sparsify-torch-") as workdir:
+        dense = export_to_onnx(module, example_inputs, Path(workdir) / "dense.onnx", exporter)
+        if masks is None:
+            return prune(dense, output=output, **prune_kwargs)
+        parameters = dict(module.named_parameters())
+        unknown = sorted(set(masks) - set(parameters))
+        if unknown:
+            raise UsageError(f"mask {unknown[0]!r} names no parameter of the module")
+        arrays = {name: _as_array(parameters[name]) for name in masks}
+        mapping = map_parameters(arrays, onnx.load(str(dense)))
+        onnx_masks = {}
+        for name, mask in masks.items():
+            mask = _as_array(mask)
+            if mask.shape != arrays[name].shape:
+                raise UsageError(f"mask {name!r} has shape {list(mask.shape)}, the parameter {list(arrays[name].shape)}")
+            place = mapping[name]
+            onnx_masks[place.onnx_name] = mask.T if place.transposed else mask
+        masks_path = Path(workdir) / "masks.npz"
+        np.savez(masks_path, **onnx_masks)
+        return prune(dense, output=output, masks=str(masks_path), **prune_kwargs)
+
+
+def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs):
+    """Prune a ``torch.export`` archive (``.pt2``).  Loading one runs code from it: only load
+    archives you trust.  The archive's own example inputs drive the export and parity."""
+    torch = require_torch()
+    from sparsify.api import default_output_path, prune
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure to load is bad input
+        raise UsageError(f"{path}: not a loadable torch.export archive ({type(exc).__name__}: {exc})") from None
+    args = program.example_inputs[0] if program.example_inputs else ()
+    output = Path(output) if output is not None else default_output_path(path.with_suffix(".onnx"))
+    with tempfile.TemporaryDirectory(prefix="sparsify-pt2-") as workdir:
+        dense = Path(workdir) / f"{path.stem}.onnx"
+        export_to_onnx(program, tuple(args), dense, exporter="dynamo")
+        return prune(dense, output=output, **prune_kwargs)
