@@ -22,7 +22,7 @@ from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel, open_model
 from sparsify.graph.prune_weight import nonzero_mask, prune_weight
 from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
-from sparsify.graph.targets import PruneTarget, find_targets
+from sparsify.graph.targets import PruneTarget, find_targets, group_by_weight
 from sparsify.graph.writer import ModelWriter, check_output_path, data_file_for
 from sparsify.masks.given import apply_given_mask, load_masks
 from sparsify.masks.nm import nm_violations
@@ -59,18 +59,10 @@ def _materialize(model: ModelLike, workdir: str) -> Path:
     return Path(model)
 
 
-def _unique_sources(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
-    groups: dict[str, list[PruneTarget]] = {}
-    for target in targets:
-        if target.active:
-            groups.setdefault(target.weight, []).append(target)
-    return list(groups.values())
-
-
 def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPattern,
                    writer: ModelWriter, report: Report, progress: Progress | None,
                    masks: dict | None = None) -> None:
-    groups = _unique_sources(targets)
+    groups = group_by_weight(targets)
     for done, rows in enumerate(groups, 1):
         src = rows[0].source
         assert src is not None
@@ -232,7 +224,7 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
         loaded = open_model(path)
         targets = find_targets(GraphIndex(loaded.skeleton), nm)
         select_targets(targets, includes, excludes, only_profitable=False)
-        for rows in _unique_sources(targets):
+        for rows in group_by_weight(targets):
             src = rows[0].source
             assert src is not None
             nonzero = nonzero_mask(loaded.read_bits(src.tensor), src, loaded.read_bits)

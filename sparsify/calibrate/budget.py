@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
+from sparsify.npz import read_npz
 from sparsify.verify.feeds import load_feeds
 from sparsify.verify.parity import metrics
 
@@ -46,10 +47,10 @@ def load_eval(path: str | Path, session: ort.InferenceSession, need_labels: bool
     feeds = load_feeds(path, session)
     labels = None
     if need_labels:
-        with np.load(path, allow_pickle=False) as data:
-            if "labels" not in data.files:
-                raise UsageError(f"{path}: --max-accuracy-drop needs class indices under the key 'labels'")
-            labels = np.asarray(data["labels"]).reshape(-1).astype(np.int64)
+        data = read_npz(path)
+        if "labels" not in data:
+            raise UsageError(f"{path}: --max-accuracy-drop needs class indices under the key 'labels'")
+        labels = np.asarray(data["labels"]).reshape(-1).astype(np.int64)
     return EvalData(feeds, labels)
 
 

@@ -16,7 +16,7 @@ from sparsify.calibrate.session import InMemoryModel
 from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel
 from sparsify.graph.prune_weight import PruneResult
-from sparsify.graph.targets import PruneTarget
+from sparsify.graph.targets import PruneTarget, group_by_weight
 from sparsify.graph.writer import ModelWriter
 from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
@@ -25,14 +25,6 @@ from sparsify.verify.feeds import load_feeds
 __all__ = ["prune_data_aware"]
 
 logger = logging.getLogger(__name__)
-
-
-def _groups(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
-    groups: dict[str, list[PruneTarget]] = {}
-    for t in targets:
-        if t.active:
-            groups.setdefault(t.weight, []).append(t)
-    return list(groups.values())
 
 
 def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],
@@ -86,7 +78,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
     layers are already pruned, so later layers compensate for earlier error."""
     memory = InMemoryModel(loaded.path)
     dense = InMemoryModel(loaded.path) if options.method == "sparsegpt" else None
-    groups = _groups(targets)
+    groups = group_by_weight(targets)
     feeds: list = []
     if options.method in NEEDS_CALIBRATION:
         session = memory.session()

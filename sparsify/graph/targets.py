@@ -20,7 +20,7 @@ from sparsify.graph.index import GraphIndex, attr, is_default_domain
 from sparsify.graph.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
 from sparsify.pattern import NMPattern
 
-__all__ = ["PruneTarget", "find_targets"]
+__all__ = ["PruneTarget", "find_targets", "group_by_weight"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,3 +208,12 @@ def find_targets(index: GraphIndex, pattern: NMPattern) -> list[PruneTarget]:
     targets = _discover(index, pattern)
     _resolve_sharing(index, targets)
     return targets
+
+
+def group_by_weight(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
+    """Active targets grouped by stored weight (a shared weight is pruned once), in order."""
+    groups: dict[str, list[PruneTarget]] = {}
+    for target in targets:
+        if target.active:
+            groups.setdefault(target.weight, []).append(target)
+    return list(groups.values())

@@ -8,7 +8,6 @@ shape or holds values other than 0/1 is an error (exit 2), never a partial apply
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from sparsify.graph.lookthrough import WeightSource
 from sparsify.graph.prune_weight import PruneResult, ReadBits, nonzero_mask, quant_zero
 from sparsify.graph.targets import PruneTarget
 from sparsify.masks.nm import nm_violations
+from sparsify.npz import read_npz
 from sparsify.pattern import NMPattern
 
 __all__ = ["apply_given_mask", "load_masks"]
@@ -27,13 +27,7 @@ __all__ = ["apply_given_mask", "load_masks"]
 def load_masks(path: str | Path, targets: list[PruneTarget]) -> dict[str, np.ndarray]:
     """Masks by weight name, validated against the model's targets; marks targets without
     a mask as skipped."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            masks = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UsageError(f"{path}: not a readable .npz file ({exc})") from None
+    masks = read_npz(path)
     by_weight: dict[str, list[PruneTarget]] = {}
     for target in targets:
         by_weight.setdefault(target.weight, []).append(target)

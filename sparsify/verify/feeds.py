@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
+from sparsify.npz import read_npz
 
 __all__ = ["CannotMakeInputs", "load_feeds", "parse_input_shapes", "random_feeds"]
 
@@ -78,13 +78,7 @@ def load_feeds(path: str | Path, session: ort.InferenceSession) -> list[dict[str
     run on its own); an array of the input's rank is run as one batch.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UsageError(f"{path}: not a readable .npz file ({exc})") from None
+    arrays = read_npz(path)
     inputs = {i.name: i for i in session.get_inputs()}
     missing = sorted(set(inputs) - set(arrays))
     if missing:
