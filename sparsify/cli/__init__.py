@@ -12,7 +12,7 @@ from sparsify.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE
 
 __all__ = ["main"]
 
-_CORE_SUBCOMMANDS = ("prune", "check", "plugins")
+_CORE_SUBCOMMANDS = ("prune", "check", "plugins", "lottery")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,13 +22,14 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from sparsify import __version__
-    from sparsify.cli import check, prune
+    from sparsify.cli import check, lottery, prune
 
     parser = _Parser(prog="sparsify", description="Prune ONNX models to N:M (2:4) structured sparsity.")
     parser.add_argument("--version", action="version", version=f"sparsify {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     prune.add_parser(sub)
     check.add_parser(sub)
+    lottery.add_parser(sub)
     plugins_cmd = sub.add_parser("plugins", help="list deployment plugins and whether they are usable")
     plugins_cmd.set_defaults(run=_list_plugins)
     for info in _plugins():
