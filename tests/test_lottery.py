@@ -102,3 +102,11 @@ def test_cli_lottery(tmp_path):
                              "--out", str(tmp_path / "t")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "round_2: 2:4" in result.stdout and json.loads((tmp_path / "t" / "report.json").read_text())["rounds"]
+
+
+def test_pattern_no_layer_can_take(tmp_path):
+    with pytest.raises(UsageError, match="no layer can take 3:5"):
+        run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("3:5"), epochs=1), tmp_path / "x", progress=lambda s: None)
+    report = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=1, controls=False, exclude=[r"^2\."]),
+                         tmp_path / "y", progress=lambda s: None)
+    assert report["dense_layers"] == {"2.weight": "excluded by --exclude"}

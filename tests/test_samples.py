@@ -26,6 +26,7 @@ def test_sample_readme_block(tmp_path, block):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    sparse = tmp_path / "samples" / "build" / "tiny_cnn.sparse.onnx"
-    onnx.checker.check_model(str(sparse))
-    assert "5 pruned, 2 skipped" in result.stdout and "depthwise" in result.stdout
+    if "make_sample.py" in block:
+        sparse = tmp_path / "samples" / "build" / "tiny_cnn.sparse.onnx"
+        onnx.checker.check_model(str(sparse))
+        assert "5 pruned, 2 skipped" in result.stdout and "depthwise" in result.stdout

@@ -122,3 +122,23 @@ def test_pt2_archive_through_the_cli(tmp_path):
     (tmp_path / "bad.pt2").write_bytes(b"not a zip archive")
     bad = subprocess.run([sys.executable, "-m", "sparsify", str(tmp_path / "bad.pt2")], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a loadable torch.export archive" in bad.stderr
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("onnxscript"), reason="the .pt2 front end uses the dynamo exporter (onnxscript)")
+def test_pt2_with_masks_keyed_by_parameter_name(tmp_path):
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    module = Net().eval()
+    program = torch.export.export(module, (torch.randn(2, 8, 16),))
+    torch.export.save(program, str(tmp_path / "net.pt2"))
+    masks = {k: v.numpy() for k, v in _nm_masks(module).items()}
+    np.savez(tmp_path / "masks.npz", **masks)
+    result = subprocess.run([sys.executable, "-m", "sparsify", str(tmp_path / "net.pt2"), "--masks", str(tmp_path / "masks.npz")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    sparse = onnx.load(str(tmp_path / "net.sparse.onnx"))
+    for name, p in module.named_parameters():
+        if name in masks:
+            assert len(_find(sparse, p.detach().numpy() * masks[name])) == 1, name

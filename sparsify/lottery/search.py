@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsify.errors import UsageError
 from sparsify.lottery.enforce import MaskEnforcer
 from sparsify.lottery.masks import global_magnitude_masks, nm_mask, prunable_weights
 from sparsify.pattern import NMPattern
@@ -123,7 +124,16 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
     stages = _Stages(out)
     model = recipe.model
     seed_everything(config.seed)
-    ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in prunable_weights(model, config.exclude).items()}
+    weights = prunable_weights(model, config.exclude)
+    if not weights:
+        raise UsageError("the model has no Linear/Conv weight to prune (or --exclude matched them all)")
+    dense_layers = {}
+    if config.pattern is not None:
+        m = config.pattern.m
+        dense_layers = {n: f"input dimension {w.shape[1]} is not divisible by {m}" for n, w in weights.items() if w.shape[1] % m}
+        if len(dense_layers) == len(weights):
+            raise UsageError(f"no layer can take {config.pattern}: " + "; ".join(f"{n}: {r}" for n, r in dense_layers.items()))
+    ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
 
     if (dense := stages.done("dense")) is None:
         progress(f"dense: training {config.epochs} epochs (rewind point: epoch {config.rewind_epoch})")
@@ -165,12 +175,17 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
     report = {"mode": config.mode, "config": {**asdict(config), "pattern": str(config.pattern) if config.pattern else None},
               "dense_accuracy": dense["accuracy"], "rounds": rounds, "ticket_accuracy": rounds[-1]["accuracy"],
               "ticket_density": rounds[-1]["density"], "controls": controls,
+              "dense_layers": {**{p: "excluded by --exclude" for p in _excluded(model, config)}, **dense_layers},
               "winning_ticket": all(rounds[-1]["accuracy"] > c["accuracy"] for c in controls.values()) if controls else None,
               "versions": {"torch": torch.__version__}}
     torch.save(ticket_state, out / "ticket.pt")
     np.savez(out / "masks.npz", **{k: v.numpy() for k, v in masks.items()})
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return {"report": report, "masks": masks}
+
+
+def _excluded(model, config) -> list[str]:
+    return sorted(set(prunable_weights(model)) - set(prunable_weights(model, config.exclude)))
 
 
 def _controls(recipe, config, stages, masks, trained_dense, rewind_state, progress) -> dict:

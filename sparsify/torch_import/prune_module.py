@@ -54,7 +54,9 @@ def prune_torch(module, example_inputs, output, *, masks: dict | None = None, ex
 
 def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs):
     """Prune a ``torch.export`` archive (``.pt2``).  Loading one runs code from it: only load
-    archives you trust.  The archive's own example inputs drive the export and parity."""
+    archives you trust.  The archive's own example inputs drive the export and parity.
+    ``masks`` (an .npz path) may be keyed by the module's parameter names: they are placed by
+    value like ``prune_torch``'s; keys that are not parameter names pass through as ONNX names."""
     torch = require_torch()
     from sparsify.api import default_output_path, prune
 
@@ -70,4 +72,26 @@ def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs
     with tempfile.TemporaryDirectory(prefix="sparsify-pt2-") as workdir:
         dense = Path(workdir) / f"{path.stem}.onnx"
         export_to_onnx(program, tuple(args), dense, exporter="dynamo")
+        if prune_kwargs.get("masks"):
+            prune_kwargs["masks"] = _onnx_keyed_masks(prune_kwargs["masks"], dict(program.module().named_parameters()),
+                                                      dense, Path(workdir))
         return prune(dense, output=output, **prune_kwargs)
+
+
+def _onnx_keyed_masks(masks_path: str, parameters: dict, dense: Path, workdir: Path) -> str:
+    from sparsify.npz import read_npz
+
+    masks = read_npz(masks_path)
+    by_param = {k: v for k, v in masks.items() if k in parameters}
+    if not by_param:
+        return masks_path
+    arrays = {name: _as_array(parameters[name]) for name in by_param}
+    mapping = map_parameters(arrays, onnx.load(str(dense)))
+    keyed = {k: v for k, v in masks.items() if k not in by_param}
+    for name, mask in by_param.items():
+        if mask.shape != arrays[name].shape:
+            raise UsageError(f"mask {name!r} has shape {list(mask.shape)}, the parameter {list(arrays[name].shape)}")
+        keyed[mapping[name].onnx_name] = mask.T if mapping[name].transposed else mask
+    out = workdir / "masks.onnx-names.npz"
+    np.savez(out, **keyed)
+    return str(out)
