@@ -19,16 +19,18 @@ from torch import nn
 FAST = bool(os.environ.get("SPARSIFY_SAMPLE_FAST"))
 
 
-def _loop(model, x, y, epochs, lr):
+def _loop(model, x, y, epochs, lr, progress=None):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(int(torch.initial_seed()) % 2**31)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(x), generator=generator)
         for i in range(0, len(x), 100):
             idx = order[i : i + 100]
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+        if progress is not None:  # optional: sparsify prints a line per epoch
+            progress(epoch + 1, epochs)
 
 
 def _accuracy(model, x, y) -> float:
@@ -51,7 +53,7 @@ def mnist1d_mlp():
     x, y = torch.tensor(data["x"], dtype=torch.float32), torch.tensor(data["y"])
     xt, yt = torch.tensor(data["x_test"], dtype=torch.float32), torch.tensor(data["y_test"])
     model = nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
-    return SimpleNamespace(model=model, train=lambda m, e: _loop(m, x, y, e, 1e-2),
+    return SimpleNamespace(model=model, train=lambda m, e, progress=None: _loop(m, x, y, e, 1e-2, progress),
                            evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],))
 
 
@@ -68,5 +70,5 @@ def digits_convnet():
     x, y, xt, yt = map(torch.tensor, (xtr, ytr, xte, yte))
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
-    return SimpleNamespace(model=model, train=lambda m, e: _loop(m, x, y, e, 3e-3),
+    return SimpleNamespace(model=model, train=lambda m, e, progress=None: _loop(m, x, y, e, 3e-3, progress),
                            evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],))

@@ -30,3 +30,4 @@ def test_sample_recipe_short(tmp_path, recipe, target):
     assert report["onnx"]["pruned_targets"] >= 2 and report["onnx"]["parity_verified"]
     assert report.get("onnx", {}).get("non_compliant_targets", 0) == 0
     assert (tmp_path / "out" / "accuracy_vs_sparsity.png").stat().st_size > 1000
+    assert "round_1 epoch 2/2" in result.stdout  # per-epoch progress from a train() that accepts it

@@ -11,6 +11,7 @@ stopped.  ``train(model, epochs)`` is the user's own loop; masks are enforced ar
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import random
@@ -72,12 +73,25 @@ def _masks_for(step, weights: dict, masks: dict) -> dict:
     return global_magnitude_masks(weights, masks, fraction)
 
 
-def _train_with(recipe, masks: dict, epochs: int, seed: int) -> float:
+def train_call(recipe, epochs: int, progress=None, label: str = "") -> None:
+    """``recipe.train(model, epochs)``; a train that accepts ``progress=`` gets a per-epoch
+    callback, which the CLI turns into an epoch line under the round's."""
+    try:
+        accepts = "progress" in inspect.signature(recipe.train).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if accepts and progress is not None:
+        recipe.train(recipe.model, epochs, progress=lambda epoch, *_: progress(f"  {label} epoch {epoch}/{epochs}"))
+    else:
+        recipe.train(recipe.model, epochs)
+
+
+def _train_with(recipe, masks: dict, epochs: int, seed: int, progress=None, label: str = "") -> float:
     weights = prunable_weights(recipe.model)
     enforcer = MaskEnforcer(recipe.model, weights, masks)
     try:
         seed_everything(seed)
-        recipe.train(recipe.model, epochs)
+        train_call(recipe, epochs, progress, label)
     finally:
         enforcer.remove()
     for name, mask in masks.items():  # exactly zero, whatever the optimizer did last
@@ -139,10 +153,10 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
         progress(f"dense: training {config.epochs} epochs (rewind point: epoch {config.rewind_epoch})")
         seed_everything(config.seed)
         if config.rewind_epoch:
-            recipe.train(model, config.rewind_epoch)
+            train_call(recipe, config.rewind_epoch, progress, "dense")
         rewind_state = copy.deepcopy(model.state_dict())
         seed_everything(config.seed + 1)
-        recipe.train(model, config.epochs - config.rewind_epoch)
+        train_call(recipe, config.epochs - config.rewind_epoch, progress, "dense")
         dense = {"accuracy": float(recipe.evaluate(model))}
         torch.save(rewind_state, out / "rewind_state.pt")
         stages.save("dense", model, ones, dense)
@@ -161,7 +175,8 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
             masks = _masks_for(step, prunable_weights(model, config.exclude), masks)
             if config.mode == "imp":
                 model.load_state_dict(rewind_state)  # rewind the survivors
-            accuracy = _train_with(recipe, masks, config.epochs, config.seed + 10 + r)
+            progress(f"{stage}: pruning to {step}, training {config.epochs} epochs")
+            accuracy = _train_with(recipe, masks, config.epochs, config.seed + 10 + r, progress, stage)
             result = {"target": str(step), "density": _density(masks), "accuracy": accuracy}
             stages.save(stage, model, masks, result)
         rounds.append(result)
