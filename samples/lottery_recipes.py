@@ -54,7 +54,7 @@ def mnist1d_mlp():
     xt, yt = torch.tensor(data["x_test"], dtype=torch.float32), torch.tensor(data["y_test"])
     model = nn.Sequential(nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
     return SimpleNamespace(model=model, train=lambda m, e, progress=None: _loop(m, x, y, e, 1e-2, progress),
-                           evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],))
+                           evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],), data=(x, y, xt, yt))
 
 
 def digits_convnet():
@@ -71,4 +71,4 @@ def digits_convnet():
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
     return SimpleNamespace(model=model, train=lambda m, e, progress=None: _loop(m, x, y, e, 3e-3, progress),
-                           evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],))
+                           evaluate=lambda m: _accuracy(m, xt, yt), example_inputs=(xt[:2],), data=(x, y, xt, yt))

@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],
                   bias_updates: dict[str, tuple]) -> BudgetResult:
+    # Sequential calibration left the in-memory model pruned: restore every weight and bias
+    # first, so the reference (dense accuracy, dense outputs) really is the dense model.
+    for name in results:
+        memory.set_bits(name, None)
+    for bias_name, _, _ in bias_updates.values():
+        memory.set_bits(bias_name, None)
     session = memory.session()
     if options.max_accuracy_drop is not None:
         data = load_eval(options.eval_data, session, need_labels=True)

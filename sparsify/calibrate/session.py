@@ -38,6 +38,8 @@ class InMemoryModel:
             if name in self._original:
                 tensor.raw_data = self._original[name]
             return
+        if name not in self._original:  # typed-field storage: keep its bytes so it can be restored
+            self._original[name] = onnx.numpy_helper.to_array(tensor).tobytes()
         for field in ("float_data", "int32_data", "int64_data", "double_data"):
             tensor.ClearField(field)
         tensor.raw_data = np.ascontiguousarray(bits).tobytes()
