@@ -2,8 +2,8 @@
 ``sparsify.plugins`` entry-point group, so the core names none of them.
 
 An entry point resolves to an object with ``name``, ``description``, ``requires()`` (the
-list of missing dependencies, empty when usable) and ``add_parser(subparsers)`` (a CLI
-subcommand).  A plugin that fails to import or lacks a dependency is listed as unavailable,
+list of missing dependencies, empty when usable), ``add_parser(subparsers, info)`` (its CLI
+subcommands) and optionally ``commands`` (their names; default ``[name]``).  A plugin that fails to import or lacks a dependency is listed as unavailable,
 with the reason; its subcommand then exits 5 with that reason.
 """
 

@@ -69,9 +69,9 @@ def _list_plugins(args) -> int:
 
 def _is_plugin_command(word: str) -> bool:
     # A model path ends in .onnx (or exists); only then is it the shorthand for prune.
-    if word.endswith((".onnx", ".pt2")) or os.path.exists(word):
+    if word.endswith((".onnx", ".pt2")) or os.path.isfile(word):
         return False
-    return any(info.name == word for info in _plugins())
+    return any(word in getattr(info.plugin, "commands", [info.name]) for info in _plugins())
 
 
 def _on_sigterm(signum, frame):

@@ -1,0 +1,56 @@
+"""Put the precision in the ONNX graph before a strongly-typed build (TensorRT 11 has no
+FP16/INT8 builder flags): fp16 weights and compute, fp32 inputs/outputs, numerically
+sensitive ops kept fp32.  NVIDIA's migration guide recommends ModelOpt AutoCast; it is used
+when installed, otherwise onnxconverter-common's float16 converter."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import onnx
+
+from sparsify.errors import MissingComponent, UsageError
+
+__all__ = ["KEEP_FP32_OPS", "convert_precision"]
+
+# Normalisations and reductions lose accuracy in fp16 (variance, exp sums).
+KEEP_FP32_OPS = ["LayerNormalization", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+                 "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceL2", "Pow", "Sqrt", "Exp", "Log"]
+
+
+def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """Return a copy of ``model`` in ``precision`` ("fp32" returns it unchanged)."""
+    if precision == "fp32":
+        return model
+    if precision not in ("fp16", "bf16"):
+        raise UsageError(f"unknown --precision {precision!r}: fp16, bf16 or fp32")
+    if importlib.util.find_spec("modelopt") is not None:
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+
+        return convert_to_mixed_precision(model, low_precision_type=precision, keep_io_types=True)
+    if precision == "bf16":
+        raise MissingComponent("bf16 conversion needs NVIDIA ModelOpt: pip install 'nvidia-modelopt[onnx]'")
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise MissingComponent("fp16 conversion needs onnxconverter-common: pip install onnxconverter-common") from None
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32_OPS)
+    return _restore_output_types(model, converted)
+
+
+def _restore_output_types(original: onnx.ModelProto, converted: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxconverter-common ignores keep_io_types for outputs produced by a blocked op (it
+    casts them back to fp16 and declares them fp16): cast such outputs to their original type."""
+    wanted = {o.name: o.type.tensor_type.elem_type for o in original.graph.output}
+    for output in converted.graph.output:
+        original_type = wanted.get(output.name)
+        if original_type is None or output.type.tensor_type.elem_type == original_type:
+            continue
+        inner = f"{output.name}_sparsify_lowp"
+        for node in converted.graph.node:
+            node.output[:] = [inner if o == output.name else o for o in node.output]
+            node.input[:] = [inner if i == output.name else i for i in node.input]
+        converted.graph.node.append(onnx.helper.make_node("Cast", [inner], [output.name], to=original_type,
+                                                          name=f"{output.name}_sparsify_cast"))
+        output.type.tensor_type.elem_type = original_type
+    return converted
