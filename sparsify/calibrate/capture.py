@@ -62,22 +62,23 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def collect_stats(model: InMemoryModel, targets: list[PruneTarget], feeds: list[dict[str, np.ndarray]],
-                  hessian_for: set[str], reference: InMemoryModel | None = None) -> dict[str, ActivationStats]:
+                  hessian_for: set[str], reference=None) -> dict[str, ActivationStats]:
     """Stats keyed by activation name; Hessians only for activations in ``hessian_for``.
 
-    With ``reference`` (the dense model), also ``cross = X^T X_dense`` for those, so a layer
+    With ``reference`` (a session of the dense model that outputs these activations; it never
+    changes, so the caller makes it once), also ``cross = X^T X_dense`` for those, so a layer
     can be refit toward the dense model's output rather than its own drifted input's.
     """
     wanted = {activation_input(t) for t in targets}
     names = sorted({name for name, _ in wanted})
     session = model.session(extra_outputs=names, only=True)  # runs only what these need
     outputs = [o.name for o in session.get_outputs()]
-    dense_session = reference.session(extra_outputs=names, only=True) if reference is not None and hessian_for else None
+    dense_session = reference if hessian_for else None
     stats: dict[str, ActivationStats] = {}
     axes = dict(wanted)
     for feed in feeds:
         values = dict(zip(outputs, session.run(outputs, feed)))
-        dense_values = dict(zip(outputs, dense_session.run(outputs, feed))) if dense_session is not None else {}
+        dense_values = dict(zip(names, dense_session.run(names, feed))) if dense_session is not None else {}
         for name in names:
             rows = _rows(values[name], axes[name])
             entry = stats.get(name)

@@ -102,11 +102,15 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
         permute_channels(index, groups, read, [m for m in (memory, dense) if m is not None], pattern, overrides,
                          extra_writes)
     results: dict[str, PruneResult] = {}
+    dense_session = None
+    if dense is not None and feeds:  # the dense reference never changes: one session for every stage
+        wanted = sorted({activation_input(rows[0])[0] for rows in groups if needs_hessian(options.method, rows[0].node)})
+        dense_session = dense.session(extra_outputs=wanted, only=True) if wanted else None
     for stage in _stages(groups, node_order) if feeds else [groups]:
         stats = {}
         if feeds:
             hessian_for = {activation_input(rows[0])[0] for rows in stage if needs_hessian(options.method, rows[0].node)}
-            stats = collect_stats(memory, [rows[0] for rows in stage], feeds, hessian_for, reference=dense)
+            stats = collect_stats(memory, [rows[0] for rows in stage], feeds, hessian_for, reference=dense_session)
         for rows in stage:
             src = rows[0].source
             assert src is not None
