@@ -6,7 +6,6 @@ import json
 import math
 import os
 import platform
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -210,6 +209,3 @@ def _clip(text: str, limit: int) -> str:
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -61,11 +61,9 @@ def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits
                         feature_scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     if feature_scale is not None:
         # Wanda: |W| * ||X_k|| with the activation norm of input feature k along the axis.
-        _, nonzero = _scores_and_nonzero(bits, src, read_bits)
-        if src.tensor.data_type in FLOAT_TYPES:
+        magnitude, nonzero = _scores_and_nonzero(bits, src, read_bits)
+        if src.tensor.data_type in FLOAT_TYPES:  # the bit key orders like |w| but is not its value
             magnitude = np.abs(to_float32(bits, src.tensor.data_type))
-        else:
-            magnitude, _ = _scores_and_nonzero(bits, src, read_bits)
         scale = _per_axis(feature_scale.astype(np.float32), bits.ndim, src.axis)
         return np.nan_to_num(magnitude * scale, nan=np.inf), nonzero
     if src.tensor.data_type in FLOAT_TYPES:

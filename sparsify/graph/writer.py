@@ -179,28 +179,22 @@ class ModelWriter:
         self._temps = [t for t in self._temps if os.path.exists(t)]
         self.abort()
 
-    def commit(self) -> None:
-        self.finish()
-        self.publish()
-
     def _write_proto(self, path: str, data_name: str | None) -> None:
         """Re-serialize the skeleton with every embedded payload restored."""
         final = onnx.ModelProto()
         final.CopyFrom(self.model.skeleton)
         patched = None if self.model.uses_external_data else self._model_tmp
-        for original, tensor in zip(self.model.tensors, iter_tensors(final), strict=True):
-            loc = self.model.location(original)
-            new = self._inline.get(id(original))
-            if loc.kind == "external":
-                offset, length = self._new_external[id(original)]
-                _set_external(tensor, data_name, offset, length)
-            elif loc.kind == "embedded":
-                if new is None:
-                    with open(patched or self.model.path, "rb") as handle:
-                        new = os.pread(handle.fileno(), loc.length, loc.offset)
-                _set_raw(tensor, new)
-            elif new is not None:
-                _set_raw(tensor, new)
+        with open(patched or self.model.path, "rb") as source:  # embedded payloads: one open file
+            for original, tensor in zip(self.model.tensors, iter_tensors(final), strict=True):
+                loc = self.model.location(original)
+                new = self._inline.get(id(original))
+                if loc.kind == "external":
+                    offset, length = self._new_external[id(original)]
+                    _set_external(tensor, data_name, offset, length)
+                elif loc.kind == "embedded":
+                    _set_raw(tensor, new if new is not None else os.pread(source.fileno(), loc.length, loc.offset))
+                elif new is not None:
+                    _set_raw(tensor, new)
         with open(path, "wb") as handle:
             handle.write(final.SerializeToString())
 

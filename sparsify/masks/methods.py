@@ -78,13 +78,13 @@ def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: on
         return prune_weight(bits, src, pattern, read_bits), ""
     if stats is None:
         return prune_weight(bits, src, pattern, read_bits), f"{method}: no calibration activations reached this layer; magnitude used"
-    already_nm, _ = nm_violations(nonzero_mask(bits, src, read_bits), src.axis, pattern.n, pattern.m)
-    if already_nm == 0:
-        return prune_weight(bits, src, pattern, read_bits), ""
-    if method == "wanda":
+    if method == "wanda":  # prune_weight leaves an already-N:M weight untouched by itself
         if stats.sq_norm.shape[0] != bits.shape[src.axis]:
             return prune_weight(bits, src, pattern, read_bits), "wanda: activation width differs from the weight; magnitude used"
         return prune_weight(bits, src, pattern, read_bits, feature_scale=stats.feature_norm), ""
+    violations, _ = nm_violations(nonzero_mask(bits, src, read_bits), src.axis, pattern.n, pattern.m)
+    if violations == 0:  # already N:M: the OBS update must not rewrite its values
+        return prune_weight(bits, src, pattern, read_bits), ""
     refusal = _sparsegpt_refusal(node, src)
     if refusal is None:
         try:
