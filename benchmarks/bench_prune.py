@@ -69,6 +69,21 @@ def clean(*paths: Path) -> None:
                 q.unlink()
 
 
+def against_floor(work: Path, name: str, layers: int, external: bool, rows: list) -> dict:
+    """Build a model, then time the load+save floor and sparsify on it, in separate processes."""
+    model = work / f"{name}.onnx"
+    make(model, layers, external=external)
+    size = file_mb(model)
+    floor = measure([PY, "-c", FLOOR_EXTERNAL if external else FLOOR, str(model), str(work / f"{name}.floor.onnx")])
+    clean(work / f"{name}.floor.onnx")
+    ours = measure(sparsify_cmd(model, work / f"{name}.sparse.onnx"))
+    clean(work / f"{name}.sparse.onnx", model)
+    kind = "external data" if external else "embedded"
+    rows.append((f"{layers}x d1024/ff4096, {size:.0f} MB, {kind}", "onnx load+save (floor)", floor, size))
+    rows.append(("", "sparsify --no-verify", ours, size))
+    return {"file_mb": round(size, 1), "floor": floor, "sparsify": ours}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=24)
@@ -81,16 +96,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rows, results = [], {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version()}
 
-    big = work / "bert_large.onnx"
-    make(big, args.layers, external=False)
-    size = file_mb(big)
-    floor = measure([PY, "-c", FLOOR, str(big), str(work / "floor.onnx")])
-    clean(work / "floor.onnx")
-    ours = measure(sparsify_cmd(big, work / "bert_large.sparse.onnx"))
-    clean(work / "bert_large.sparse.onnx", big)
-    results["embedded"] = {"file_mb": round(size, 1), "floor": floor, "sparsify": ours}
-    rows.append((f"{args.layers}x d1024/ff4096, {size:.0f} MB, embedded", "onnx load+save (floor)", floor, size))
-    rows.append(("", "sparsify --no-verify", ours, size))
+    results["embedded"] = against_floor(work, "bert_large", args.layers, False, rows)
 
     if not args.skip_polygraphy:
         small = work / "small.onnx"
@@ -104,16 +110,7 @@ def main() -> None:
         rows.append((f"{args.poly_layers}x d1024/ff4096, {small_size:.0f} MB, embedded", "polygraphy surgeon prune", poly, small_size))
         rows.append(("", "sparsify --no-verify", ours_small, small_size))
 
-    ext = work / "external.onnx"
-    make(ext, args.external_layers, external=True)
-    ext_size = file_mb(ext)
-    ext_floor = measure([PY, "-c", FLOOR_EXTERNAL, str(ext), str(work / "ext_floor.onnx")])
-    clean(work / "ext_floor.onnx")
-    ext_ours = measure(sparsify_cmd(ext, work / "external.sparse.onnx"))
-    clean(ext, work / "external.sparse.onnx")
-    results["external"] = {"file_mb": round(ext_size, 1), "floor": ext_floor, "sparsify": ext_ours}
-    rows.append((f"{args.external_layers}x d1024/ff4096, {ext_size:.0f} MB, external data", "onnx load+save (floor)", ext_floor, ext_size))
-    rows.append(("", "sparsify --no-verify", ext_ours, ext_size))
+    results["external"] = against_floor(work, "external", args.external_layers, True, rows)
 
     lines = ["| model | tool | seconds | peak RSS (MB) | RSS / model size |", "|---|---|---:|---:|---:|"]
     for model, tool, m, mb in rows:
