@@ -221,3 +221,20 @@ def test_gpu_convert_and_graph_keep_the_outputs():
     with torch.inference_mode():
         got = GraphedModel(converted, x)(x).float()
     assert ((got - want).norm() / want.norm()).item() < 2e-2
+
+
+def test_gpu_benchmark_script_smoke_run(tmp_path):
+    """The GPU benchmark's plumbing (models, conversion, tables, Amdahl, JSON) on tiny shapes; on a
+    CPU its numbers are not measurements, and its 2:4 columns stay empty."""
+    import json
+    import os
+
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu_sparse_runtime.py"), "--smoke"], capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads((tmp_path / "gpu_sparse_runtime.json").read_text())
+    (row,) = data["models"]
+    assert "error" not in row and 0 < row["linear_share"] < 1 and row["rel_err"] < 1e-2
+    if GPU_REASON is not None:
+        assert row["bound"] == 1.0 and row["sparse_layers"] == "0/8" and "not measurements" in result.stdout
+    assert "## Amdahl bound" in result.stdout and all("error" not in g for g in data["gemm"])

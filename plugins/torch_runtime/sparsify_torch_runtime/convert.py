@@ -153,6 +153,8 @@ def convert(model: nn.Module, example_inputs, *, policy: str | None = None, marg
         decisions[head].output_layout = "feature"
         decisions[tail].input_layout = "feature"
 
+    measured: dict[tuple, tuple[float, float]] = {}  # same shape, same layouts: time once (BERT repeats 4 shapes)
+
     def decide(name: str) -> None:
         d, linear = decisions[name], linears[name]
         if policy == "all":
@@ -160,7 +162,10 @@ def convert(model: nn.Module, example_inputs, *, policy: str | None = None, marg
         elif policy == "rule":
             d.sparse, d.reason = size_rule(d.tokens, d.in_features, d.out_features, d.output_layout)
         else:
-            d.dense_us, d.sparse_us = _measure(linear, d.tokens, d.input_layout, d.output_layout)
+            key = (d.tokens, d.in_features, d.out_features, d.dtype, linear.bias is not None, d.input_layout, d.output_layout)
+            if key not in measured:
+                measured[key] = _measure(linear, d.tokens, d.input_layout, d.output_layout)
+            d.dense_us, d.sparse_us = measured[key]
             d.sparse = d.sparse_us < d.dense_us * (1 - margin)
             d.reason = (f"measured {d.dense_us / d.sparse_us:.2f}x dense "
                         f"({'faster' if d.sparse else f'not {margin:.0%} faster'}; {d.input_layout}-major in, "
