@@ -20,7 +20,6 @@ from tests.builders import init, is_nm, make_model, rand, run, save, vi
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("sparsify_tensorrt")
 from sparsify_tensorrt.buildlog import match_layers, parse_sparsity_log  # noqa: E402
-from sparsify_tensorrt.plugin import merge_build_report  # noqa: E402
 from sparsify_tensorrt.precision import convert_precision  # noqa: E402
 
 HAS_TRT = (spec := importlib.util.find_spec("tensorrt")) is not None and spec.origin is not None
@@ -40,23 +39,6 @@ def test_sparsity_log_parsing_and_layer_matching():
     matched = match_layers(["Conv_619", "Relu_620", "Conv_22", "Gemm_9"], parsed.eligible)
     assert matched == {"Conv_619": "Conv_619 + Relu_620", "Relu_620": "Conv_619 + Relu_620", "Conv_22": "Conv_22"}
     assert not parse_sparsity_log("[I] [TRT] some other line").seen
-
-
-def test_merge_into_prune_report(tmp_path):
-    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="Conv_619"), helper.make_node("Relu", ["h"], ["r"], name="Relu_620"),
-             helper.make_node("MatMul", ["r", "W2"], ["y"], name="MatMul_51")]
-    model = save(make_model(nodes, [vi("x", [2, 16])], [vi("y", None)], [init(rand([16, 16]), "W1"), init(rand([16, 8]), "W2")]),
-                 tmp_path / "m.onnx")
-    sparsify.prune(model, verify=False)
-    report_path = tmp_path / "m.sparse.report.json"
-    parsed = parse_sparsity_log(LOG)
-    names = ["Conv_619", "Relu_620", "MatMul_51"]
-    merged = merge_build_report(report_path, match_layers(names, parsed.eligible), match_layers(names, parsed.picked), True)
-    rows = {r["layer"]: r["build"] for r in merged["targets"]}
-    assert rows["Conv_619"] == {"has_2to4_weights": True, "eligible_for_sparse_math": True, "picked_sparse_kernel": True,
-                                "tensorrt_layer": "Conv_619 + Relu_620"}
-    assert rows["MatMul_51"]["eligible_for_sparse_math"] and not rows["MatMul_51"]["picked_sparse_kernel"]
-    json.dumps(merged)
 
 
 def test_fp16_conversion_keeps_pattern_and_io_types(tmp_path):
@@ -88,21 +70,228 @@ def test_bf16_without_modelopt_is_missing_component():
         convert_precision(onnx.ModelProto(), "bf16")
 
 
+DATA = ROOT / "tests" / "data"
+
+
+# ---------------------------------------------------------------- engine inspector (recorded samples)
+
+def test_inspector_tensorrt10_schema():
+    from sparsify_tensorrt.inspector import parse_engine_info, sparse_layers_by_onnx_node
+
+    info = parse_engine_info((DATA / "inspector_trt10.json").read_text())
+    assert info.schema == "tensorrt10" and info.detailed and [t["Name"] for t in info.io_tensors] == ["data", "resnetv15_dense0_fwd"]
+    reformat, sparse, dense = info.layers
+    assert sparse.sparse_kernel and sparse.has_sparse_weights and "sparse" in sparse.tactic and sparse.dtype == "Int8"
+    assert sparse.onnx_nodes == ["resnetv15_stage3_conv4_fwd", "resnetv15_stage3_batchnorm4_fwd", "resnetv15_stage3__plus1",
+                                 "resnetv15_stage3_activation1"]  # from Metadata (U+001E separated)
+    assert not dense.sparse_kernel and dense.has_sparse_weights is False and dense.dtype == "Half"
+    assert dense.onnx_nodes == ["Conv_276", "Add_277", "Relu_278"]  # empty Metadata: the fused name
+    by_node = sparse_layers_by_onnx_node(info)
+    assert by_node["resnetv15_stage3_conv4_fwd"] is sparse and by_node["Conv_276"] is dense
+    assert not any(layer.layer_type == "Reformat" for layer in by_node.values())
+    data = json.loads((DATA / "inspector_trt10.json").read_text())
+    del data["Layers"][1]["HasSparseWeights"]  # layer types without the flag: the tactic name decides
+    layer = parse_engine_info(json.dumps(data)).layers[1]
+    assert layer.has_sparse_weights is None and layer.sparse_kernel
+
+
+def test_inspector_tensorrt11_schema_gives_the_same_answers():
+    from sparsify_tensorrt.inspector import parse_engine_info
+
+    old = parse_engine_info((DATA / "inspector_trt10.json").read_text())
+    new = parse_engine_info((DATA / "inspector_trt11.json").read_text())
+    assert new.schema == "tensorrt11" and new.io_tensors[0]["IOMode"] == "Input"
+    assert [(a.name, a.sparse_kernel, a.onnx_nodes, a.dtype) for a in old.layers] == \
+           [(b.name, b.sparse_kernel, b.onnx_nodes, b.dtype) for b in new.layers]
+
+
+def test_inspector_names_only_and_bad_json():
+    from sparsify_tensorrt.inspector import parse_engine_info
+
+    info = parse_engine_info((DATA / "inspector_names_only.json").read_text())
+    assert info.schema == "names-only" and not info.detailed and info.layers[0].onnx_nodes == ["Conv__25", "Relu"]
+    for bad in ("not json", "[]", '{"Bindings": []}'):
+        with pytest.raises(ValueError):
+            parse_engine_info(bad)
+
+
+def _pruned_report(tmp_path) -> Path:
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="Conv_619"), helper.make_node("Relu", ["h"], ["r"], name="Relu_620"),
+             helper.make_node("MatMul", ["r", "W2"], ["y"], name="MatMul_51"),
+             helper.make_node("MatMul", ["y", "W3"], ["z"], name="resnetv15_stage3_conv4_fwd")]
+    model = save(make_model(nodes, [vi("x", [2, 16])], [vi("z", None)],
+                            [init(rand([16, 16]), "W1"), init(rand([16, 8]), "W2"), init(rand([8, 8]), "W3")]), tmp_path / "m.onnx")
+    sparsify.prune(model, verify=False)
+    return tmp_path / "m.sparse.report.json"
+
+
+def test_build_section_prefers_the_inspector_and_falls_back_to_the_log(tmp_path):
+    from sparsify_tensorrt.plugin import build_section, merge_build_report
+
+    report_path = _pruned_report(tmp_path)
+    names = ["Conv_619", "Relu_620", "MatMul_51", "resnetv15_stage3_conv4_fwd"]
+    section = build_section(names, LOG, (DATA / "inspector_trt10.json").read_text())
+    nodes = section["onnx_nodes"]
+    assert nodes["resnetv15_stage3_conv4_fwd"]["picked"] and nodes["resnetv15_stage3_conv4_fwd"]["evidence"] == "engine inspector"
+    assert nodes["resnetv15_stage3_conv4_fwd"]["tactic"].startswith("sm80_xmma_fprop_avdt_sparse")
+    assert nodes["Conv_619"] == {"eligible": True, "picked": True, "evidence": "build log", "tensorrt_layer": "Conv_619 + Relu_620",
+                                 "tactic": None}
+    assert nodes["MatMul_51"]["eligible"] and nodes["MatMul_51"]["picked"] is False
+    assert section["inspector_schema"] == "tensorrt10" and len(section["sparse_layers"]) == 1
+    merged = merge_build_report(json.loads(report_path.read_text()), {**section, "engine_bytes": 123})
+    rows = {r["layer"]: r["build"] for r in merged["targets"]}
+    assert rows["Conv_619"]["has_2to4_weights"] and rows["Conv_619"]["picked_sparse_kernel"]
+    assert rows["MatMul_51"]["eligible_for_sparse_math"] and rows["MatMul_51"]["picked_sparse_kernel"] is False
+    assert merged["engine"]["engine_bytes"] == 123 and "onnx_nodes" not in merged["engine"]
+    json.dumps(merged)
+    nothing = build_section(names, "", None)["onnx_nodes"]["MatMul_51"]
+    assert nothing["eligible"] is None and nothing["picked"] is None  # unknown, never a guessed False
+
+
+# ---------------------------------------------------------------- typing, profiles
+
+def test_typing_plan_per_tensorrt_version():
+    from sparsify_tensorrt.options import typing_plan
+
+    assert typing_plan(11, "fp16").__dict__ == {"convert_graph": True, "strongly_typed": True, "flags": {}}
+    assert typing_plan(11, "fp32").convert_graph is False
+    assert typing_plan(10, "fp16").__dict__ == {"convert_graph": False, "strongly_typed": False, "flags": {"fp16": True}}
+    assert typing_plan(10, "bf16").flags == {"bf16": True} and typing_plan(10, "fp32").flags == {}
+    from sparsify.errors import UsageError
+    with pytest.raises(UsageError):
+        typing_plan(10, "int4")
+
+
+def _dynamic_model(tmp_path) -> Path:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
+    return save(make_model(nodes, [x], [vi("y", None)], [init(rand([16, 8]), "W")]), tmp_path / "dyn.onnx")
+
+
+def test_shapes_parse_into_a_polygraphy_profile(tmp_path):
+    from sparsify_tensorrt.options import parse_shapes, polygraphy_profiles
+
+    from sparsify.errors import UsageError
+
+    model = onnx.load(str(_dynamic_model(tmp_path)))
+    shapes = parse_shapes(["x:1x16:8x16:32x16"], model)
+    assert shapes == {"x": ([1, 16], [8, 16], [32, 16])}
+    (profile,) = polygraphy_profiles(shapes)
+    assert list(profile["x"].min) == [1, 16] and list(profile["x"].opt) == [8, 16] and list(profile["x"].max) == [32, 16]
+    assert polygraphy_profiles({}) is None
+    for bad, message in [("x:1x16:8x16", "expected NAME"), ("y:1x16:8x16:32x16", "not a model input"),
+                         ("x:1x16x1:8x16x1:32x16x1", "ranks"), ("x:8x16:1x16:32x16", "min <= opt"),
+                         ("x:1x8:1x8:1x8", "fixed at 16"), ("x:1x16:8x16:32xa", "expected NAME")]:
+        with pytest.raises(UsageError, match=message):
+            parse_shapes([bad], model)
+
+
+# ---------------------------------------------------------------- parity and timing through Polygraphy runners
+
+def test_comparator_parity_matches_the_pass_and_gates(tmp_path):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from sparsify_tensorrt.compare import compare_runners
+
+    from sparsify.verify.parity import check_parity
+
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Relu", ["h"], ["y"])]
+    dense = save(make_model(nodes, [vi("x", [4, 32])], [vi("y", [4, 16])], [init(rand([32, 16]), "W")]), tmp_path / "d.onnx")
+    sparsify.prune(dense, verify=False)
+    sparse = tmp_path / "d.sparse.onnx"
+    feeds = [{"x": rand([4, 32], 5)}]
+
+    def runners():
+        return (OnnxrtRunner(SessionFromOnnx(str(dense), providers=["CPUExecutionProvider"]), name="dense"),
+                OnnxrtRunner(SessionFromOnnx(str(sparse), providers=["CPUExecutionProvider"]), name="sparse"))
+
+    result = compare_runners(*runners(), feeds)
+    np.savez(tmp_path / "in.npz", x=feeds[0]["x"])
+    want = check_parity(dense, sparse, input_shapes={}, inputs_npz=str(tmp_path / "in.npz"), seed=0)
+    assert result.verified and result.runs == 1
+    assert result.outputs[0].rel_l2_error == pytest.approx(want.outputs[0].rel_l2_error, rel=1e-9)
+    assert result.outputs[0].rel_l2_error > 0.05
+    assert compare_runners(*runners(), feeds, max_rel_error=1.0).gates_passed
+    failed = compare_runners(*runners(), feeds, max_rel_error=0.01)
+    assert not failed.gates_passed and failed.gates[0].value == pytest.approx(result.outputs[0].rel_l2_error)
+
+
+def test_time_runner_reports_latency_and_throughput(tmp_path):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from sparsify_tensorrt.bench import time_runner
+
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+    path = save(make_model(nodes, [vi("x", [8, 64])], [vi("y", [8, 64])], [init(rand([64, 64]), "W")]), tmp_path / "t.onnx")
+    with OnnxrtRunner(SessionFromOnnx(str(path), providers=["CPUExecutionProvider"])) as runner:
+        stats = time_runner(runner, {"x": rand([8, 64])}, warmup=2, iterations=20)
+    assert stats["iterations"] == 20 and stats["batch"] == 8 and 0 < stats["median_ms"] <= stats["p90_ms"]
+    assert stats["throughput_per_s"] == pytest.approx(8 / (stats["median_ms"] / 1000))
+
+
+# ---------------------------------------------------------------- CLI contract without TensorRT
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "sparsify", *map(str, args)], capture_output=True, text=True, timeout=120, **kw)
+
+
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the build would run")
-def test_build_without_tensorrt_exits_5(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "sparsify", "build", "model.onnx", "-o", str(tmp_path / "m.plan")],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 5 and result.stderr.count("\n") == 1 and "needs TensorRT" in result.stderr
-    listing = subprocess.run([sys.executable, "-m", "sparsify", "plugins"], capture_output=True, text=True).stdout
+def test_build_validates_input_first_then_exits_5_without_tensorrt(tmp_path):
+    model = _dynamic_model(tmp_path)
+    bad_shapes = cli("build", model, "-o", tmp_path / "m.plan", "--shapes", "x:8x16:1x16:32x16")
+    assert bad_shapes.returncode == 2 and "min <= opt" in bad_shapes.stderr and bad_shapes.stderr.count("\n") == 1
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
+    assert cli("build", tmp_path / "junk.onnx", "-o", tmp_path / "m.plan").returncode == 2
+    assert cli("build", model, "-o", tmp_path / "missing" / "m.plan").returncode == 2
+    assert cli("build", model, "-o", model).returncode == 2
+    (tmp_path / "r.json").write_text('{"not": "a report"}')
+    assert cli("build", model, "-o", tmp_path / "m.plan", "--report", tmp_path / "r.json").returncode == 2
+    ok = cli("build", model, "-o", tmp_path / "m.plan", "--shapes", "x:1x16:8x16:32x16", "--benchmark")
+    assert ok.returncode == 5 and ok.stderr.count("\n") == 1 and "needs TensorRT" in ok.stderr and "Traceback" not in ok.stderr
+    assert not (tmp_path / "m.plan").exists() and (tmp_path / "r.json").read_text() == '{"not": "a report"}'
+    listing = cli("plugins").stdout
     assert "tensorrt     unavailable (missing: tensorrt" in listing
 
 
-def test_builder_typechecks_against_tensorrt_stubs():
+# ---------------------------------------------------------------- type-check of the TensorRT-touching code
+
+def _stub_dir(tmp_path) -> Path | None:
+    """tensorrt-stubs installs `tensorrt/__init__.pyi` without a py.typed marker, so mypy ignores
+    it (every trt name would be Any), and a few of its lines are not valid Python (`in` as a
+    parameter name).  Copy the stubs, mend those lines, and hand them to mypy via MYPYPATH."""
+    import re
+    import shutil
+    import site
+
+    for base in site.getsitepackages():
+        if (Path(base) / "tensorrt_bindings" / "tensorrt.pyi").is_file():
+            stubs = tmp_path / "stubs"
+            for name in ("tensorrt", "tensorrt_bindings"):
+                shutil.copytree(Path(base) / name, stubs / name, ignore=shutil.ignore_patterns("*.so", "*.py"))
+            pyi = stubs / "tensorrt_bindings" / "tensorrt.pyi"
+            text = re.sub(r"(?<=[(,] )in: ", "in_: ", pyi.read_text())
+            pyi.write_text(text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = ...)"))
+            (tmp_path / "mypy.ini").write_text("[mypy]\nignore_missing_imports = True\nfollow_imports = silent\n"
+                                               "[mypy-tensorrt_bindings.*]\nignore_errors = True\n[mypy-tensorrt.*]\nignore_errors = True\n")
+            return stubs
+    return None
+
+
+def _mypy(tmp_path, stubs: Path, *files):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"), *map(str, files)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "MYPYPATH": str(stubs)})
+
+
+def test_builder_typechecks_against_tensorrt_stubs(tmp_path):
     pytest.importorskip("mypy")
-    stubs = importlib.util.find_spec("tensorrt")
+    stubs = _stub_dir(tmp_path)
     if stubs is None:
         pytest.skip("tensorrt-stubs not installed")
-    result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-                             str(ROOT / "plugins" / "tensorrt" / "sparsify_tensorrt" / "build.py")],
-                            capture_output=True, text=True, timeout=300)
+    build = ROOT / "plugins" / "tensorrt" / "sparsify_tensorrt" / "build.py"
+    result = _mypy(tmp_path, stubs, build)
     assert result.returncode == 0, result.stdout
+    # The stubs are really in force: a misspelt TensorRT name in the same code fails.
+    broken = tmp_path / "broken_build.py"
+    broken.write_text(build.read_text().replace("trt.LayerInformationFormat.JSON", "trt.LayerInformationFormat.JSN"))
+    result = _mypy(tmp_path, stubs, broken)
+    assert result.returncode == 1 and 'has no attribute "JSN"' in result.stdout

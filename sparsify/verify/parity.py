@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from sparsify.verify.feeds import CannotMakeInputs, load_feeds, random_feeds
 
-__all__ = ["Gate", "OutputParity", "ParityResult", "check_parity", "metrics"]
+__all__ = ["Gate", "OutputParity", "ParityResult", "apply_gates", "check_parity", "metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def _first_line(exc: BaseException) -> str:
     return (text[-1] if text else type(exc).__name__)[:300]
 
 
-def _gates(result: ParityResult, max_rel_error: float | None, min_top1: float | None) -> None:
+def apply_gates(result: ParityResult, max_rel_error: float | None, min_top1: float | None) -> None:
+    """Append the requested gates (evaluated on result.outputs) to result.gates."""
     if max_rel_error is not None:
         value = max((o.rel_l2_error for o in result.outputs), default=None) if result.verified else None
         reason = "" if value is not None else f"not evaluated: {result.reason or 'no outputs'}"
@@ -111,19 +112,19 @@ def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str,
         dense = _session(dense_path)
     except Exception as exc:  # noqa: BLE001 - ORT raises many types; all mean "cannot run"
         result.reason = f"ONNX Runtime cannot run the dense model: {_first_line(exc)}"
-        _gates(result, max_rel_error, min_top1)
+        apply_gates(result, max_rel_error, min_top1)
         return result
     try:
         feeds = load_feeds(inputs_npz, dense) if inputs_npz else random_feeds(dense, input_shapes, seed, result.notes)
     except CannotMakeInputs as exc:
         result.reason = str(exc)
-        _gates(result, max_rel_error, min_top1)
+        apply_gates(result, max_rel_error, min_top1)
         return result
     try:
         dense_out = [dense.run(None, feed) for feed in feeds]
     except Exception as exc:  # noqa: BLE001
         result.reason = f"ONNX Runtime cannot run the dense model on these inputs: {_first_line(exc)}"
-        _gates(result, max_rel_error, min_top1)
+        apply_gates(result, max_rel_error, min_top1)
         return result
     del dense
     sparse = _session(sparse_path)
@@ -134,5 +135,5 @@ def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str,
         s = np.concatenate([np.atleast_1d(run[index]) for run in sparse_out])
         result.outputs.append(metrics(name, d, s))
     result.verified, result.runs = True, len(feeds)
-    _gates(result, max_rel_error, min_top1)
+    apply_gates(result, max_rel_error, min_top1)
     return result

@@ -1,63 +1,77 @@
-"""The engine build itself, through Polygraphy's TensorRT loaders (needs TensorRT and a GPU;
-type-checked against tensorrt-stubs, not run in this repository's CI)."""
+"""The engine build itself, through Polygraphy's TensorRT loaders.  Needs TensorRT and a GPU:
+type-checked against tensorrt-stubs (mypy, in the tests) but never run in this repository —
+TensorRT cannot be installed where it is developed.  Everything it decides (typing, flags,
+profiles) comes from ``options.py``; everything it produces (log, inspector JSON) is parsed by
+``buildlog.py`` / ``inspector.py``; both are tested on the CPU."""
 
 from __future__ import annotations
 
 import io
-import logging
+import os
+import tempfile
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparsify.errors import MissingComponent
+from sparsify_tensorrt.options import BuildOptions, polygraphy_profiles, typing_plan
 
-__all__ = ["BuildOptions", "build_engine", "tensorrt_major"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["BuildResult", "build_engine", "tensorrt_major", "trt_runner"]
 
 
 @dataclass
-class BuildOptions:
-    precision: str = "fp16"
-    dense: bool = False
-    workspace_mib: int | None = None
-    timing_cache: Path | None = None
-    shapes: dict[str, tuple[list[int], list[int], list[int]]] | None = None  # name -> (min, opt, max)
+class BuildResult:
+    plan_path: Path
+    engine_bytes: int
+    log: str  # TensorRT's verbose build log (the "(Sparsity)" lines)
+    inspector_json: str  # IEngineInspector.get_engine_information(JSON), ProfilingVerbosity.DETAILED
 
 
 def tensorrt_major() -> int:
     try:
         import tensorrt as trt
     except ImportError:
-        raise MissingComponent("TensorRT is not installed: pip install 'sparsify-tensorrt[gpu]' "
-                               "or use the docker/Dockerfile.tensorrt image") from None
+        raise MissingComponent("TensorRT is not installed: pip install 'sparsify-tensorrt[gpu]' on a machine with an "
+                               "NVIDIA GPU, or use the docker/Dockerfile.tensorrt image") from None
     return int(trt.__version__.split(".")[0])
 
 
-def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions) -> str:
-    """Build and save the engine; returns TensorRT's verbose log (for the sparsity lines)."""
-    major = tensorrt_major()
+def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions) -> BuildResult:
+    """Build, save (atomically) and inspect one engine; ``onnx_path`` is already typed as
+    ``typing_plan`` asks (the caller converts the graph for TensorRT 11)."""
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile, SaveEngine
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath
     from polygraphy.logger import G_LOGGER
 
-    strongly_typed = major >= 11  # TensorRT 11 has no weak typing: precision lives in the graph
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed)
-    profiles = None
-    if options.shapes:
-        profile = Profile()
-        for name, (low, opt, high) in options.shapes.items():
-            profile.add(name, min=low, opt=opt, max=high)
-        profiles = [profile]
-    weak_flags = {} if strongly_typed else {"fp16": options.precision == "fp16", "bf16": options.precision == "bf16"}
+    plan = typing_plan(tensorrt_major(), options.precision)
+    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)
     config = CreateConfig(
-        sparse_weights=not options.dense, profiles=profiles,
+        sparse_weights=not options.dense, profiles=polygraphy_profiles(options.shapes),
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: options.workspace_mib << 20} if options.workspace_mib else None,
-        load_timing_cache=str(options.timing_cache) if options.timing_cache else None,
-        profiling_verbosity=trt.ProfilingVerbosity.DETAILED, **weak_flags,
+        load_timing_cache=str(options.timing_cache) if options.timing_cache and options.timing_cache.exists() else None,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED, **plan.flags,
     )
     log = io.StringIO()
     G_LOGGER.module_severity = G_LOGGER.EXTRA_VERBOSE
     with redirect_stdout(log):
-        SaveEngine(EngineBytesFromNetwork(network, config=config), str(plan_path))()
-    return log.getvalue()
+        engine_bytes = bytes(EngineBytesFromNetwork(
+            network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None)())
+    fd, tmp = tempfile.mkstemp(dir=plan_path.parent, prefix=f".{plan_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(engine_bytes)
+        os.replace(tmp, plan_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    engine: trt.ICudaEngine = EngineFromBytes(engine_bytes)()
+    inspector: trt.EngineInspector = engine.create_engine_inspector()
+    info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    return BuildResult(plan_path, len(engine_bytes), log.getvalue(), info)
+
+
+def trt_runner(plan_path: Path, name: str):
+    """A Polygraphy TrtRunner for a saved engine (use as a context manager)."""
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return TrtRunner(EngineFromBytes(plan_path.read_bytes()), name=name)

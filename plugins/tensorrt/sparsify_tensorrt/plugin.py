@@ -1,18 +1,19 @@
-"""The ``sparsify build`` subcommand."""
+"""The ``sparsify build`` subcommand: build a TensorRT engine with sparse weights, say which layers
+really run sparse (build log + engine inspector), check parity against the dense model in ONNX
+Runtime through Polygraphy's Comparator, and optionally time it against the dense engine."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import os
 import tempfile
 from pathlib import Path
 
-import onnx
+from sparsify.errors import GateFailed, MissingComponent, OutputError, UsageError
 
-from sparsify.errors import MissingComponent, UsageError
-
-__all__ = ["plugin"]
+__all__ = ["build_section", "merge_build_report", "plugin"]
 
 
 class TensorRTPlugin:
@@ -31,57 +32,214 @@ class TensorRTPlugin:
         p = sub.add_parser("build", help=self.description, description=self.description)
         p.add_argument("model", help="the (sparse) ONNX model")
         p.add_argument("-o", "--output", required=True, help="engine (.plan) to write")
-        p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16")
+        p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="fp16",
+                       help="TensorRT 11: converted into the graph first; TensorRT 10: builder flag (default fp16)")
         p.add_argument("--dense", action="store_true", help="build the dense baseline (no sparse weights)")
         p.add_argument("--workspace", type=int, metavar="MiB", help="workspace memory limit")
-        p.add_argument("--timing-cache", help="timing cache file to load")
-        p.add_argument("--report", help="JSON report to merge the build results into")
-        if info.available:
-            p.set_defaults(run=run)
-        else:
-            p.set_defaults(run=lambda args: _missing(info.reason))
+        p.add_argument("--timing-cache", help="timing cache file (loaded if present, saved after the build)")
+        p.add_argument("--shapes", action="append", metavar="NAME:MIN:OPT:MAX",
+                       help="optimisation profile for a dynamic input, e.g. x:1x3x224x224:8x3x224x224:32x3x224x224")
+        p.add_argument("--report", help="the prune report (JSON) to merge the build results into")
+        p.add_argument("--reference", help="dense ONNX model for parity (default: the report's input, else MODEL)")
+        p.add_argument("--inputs", help="real inputs (.npz) for parity and timing")
+        p.add_argument("--input-shape", action="append", metavar="NAME:1x3x224x224", help="shape for random inputs")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--max-rel-error", type=float, help="gate: exit 3 if an output's relative L2 error exceeds this")
+        p.add_argument("--min-top1-agreement", type=float, help="gate: exit 3 if top-1 agreement falls below this")
+        p.add_argument("--no-verify", action="store_true", help="skip the parity check")
+        p.add_argument("--benchmark", action="store_true", help="also build the dense engine and time both")
+        p.add_argument("--iterations", type=int, default=100, help="timed runs per engine with --benchmark")
+        p.set_defaults(run=lambda args: run(args, info.available, info.reason))
 
 
-def _missing(reason: str) -> int:
-    raise MissingComponent(f"sparsify build needs TensorRT ({reason}); install 'sparsify-tensorrt[gpu]' "
-                           "on a machine with an NVIDIA GPU, or use docker/Dockerfile.tensorrt")
-
-
-def merge_build_report(report_path: Path, eligible: dict[str, str], picked: dict[str, str], log_seen: bool) -> dict:
-    """Add per-layer 'eligible for sparse math' / 'picked a sparse kernel' to a prune report."""
-    report = json.loads(report_path.read_text())
+def merge_build_report(report: dict, section: dict) -> dict:
+    """Add per-target build columns and the engine section to a prune report (returns it)."""
+    nodes = section.get("onnx_nodes", {})
     for row in report["targets"]:
-        has_nm = row["status"] in ("pruned", "already_nm", "compliant")
-        row["build"] = {"has_2to4_weights": has_nm,
-                        "eligible_for_sparse_math": row["layer"] in eligible if log_seen else None,
-                        "picked_sparse_kernel": row["layer"] in picked if log_seen else None,
-                        "tensorrt_layer": picked.get(row["layer"]) or eligible.get(row["layer"])}
-    report["build_log_had_sparsity_lines"] = log_seen
+        node = nodes.get(row["layer"], {})
+        row["build"] = {"has_2to4_weights": row["status"] in ("pruned", "already_nm", "compliant"),
+                        "eligible_for_sparse_math": node.get("eligible"),
+                        "picked_sparse_kernel": node.get("picked"),
+                        "tensorrt_layer": node.get("tensorrt_layer"), "tactic": node.get("tactic"),
+                        "evidence": node.get("evidence")}
+    report["engine"] = {k: v for k, v in section.items() if k != "onnx_nodes"}
     return report
 
 
-def run(args: argparse.Namespace) -> int:
-    from sparsify_tensorrt.build import BuildOptions, build_engine
+def build_section(node_names: list[str], log: str | None, inspector_json: str | None) -> dict:
+    """Per ONNX node: eligible (log), picked a sparse kernel (inspector, else log), tactic."""
     from sparsify_tensorrt.buildlog import match_layers, parse_sparsity_log
+    from sparsify_tensorrt.inspector import parse_engine_info, sparse_layers_by_onnx_node
+
+    parsed = parse_sparsity_log(log or "")
+    eligible = match_layers(node_names, parsed.eligible) if parsed.seen else {}
+    picked_log = match_layers(node_names, parsed.picked) if parsed.seen else {}
+    info = parse_engine_info(inspector_json) if inspector_json else None
+    by_node = sparse_layers_by_onnx_node(info) if info and info.detailed else {}
+    nodes = {}
+    for name in node_names:
+        layer = by_node.get(name)
+        if layer is not None:
+            picked, evidence = layer.sparse_kernel, "engine inspector"
+        elif parsed.seen:
+            picked, evidence = name in picked_log, "build log"
+        else:
+            picked, evidence = None, None
+        nodes[name] = {"eligible": (name in eligible) if parsed.seen else None, "picked": picked, "evidence": evidence,
+                       "tensorrt_layer": layer.name if layer else (picked_log.get(name) or eligible.get(name)),
+                       "tactic": layer.tactic if layer else None}
+    section = {"build_log_had_sparsity_lines": parsed.seen,
+               "inspector_schema": info.schema if info else None,
+               "sparse_layers": sorted({layer.name for layer in (info.layers if info else []) if layer.sparse_kernel}),
+               "onnx_nodes": nodes}
+    return section
+
+
+def _check_output(path: Path, model_path: Path) -> None:
+    if path.resolve() == model_path.resolve():
+        raise OutputError(f"{path}: the engine would overwrite the input model")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path.parent}: folder does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise OutputError(f"{path.parent}: not writable")
+
+
+def _load_report(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--report {path}: not a readable sparsify report ({type(exc).__name__})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("targets"), list):
+        raise UsageError(f"--report {path}: not a sparsify prune report (no 'targets')")
+    return report
+
+
+def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> int:
+    """Validate everything that needs no TensorRT first (bad input: exit 2), then build (exit 5
+    without TensorRT)."""
+    import onnx
+
+    from sparsify.graph.model_io import open_model
+    from sparsify_tensorrt.options import BuildOptions, parse_shapes
+
+    model_path, output = Path(args.model), Path(args.output)
+    loaded = open_model(model_path)  # one-line InputError for missing/corrupt models
+    _check_output(output, model_path)
+    report_path = Path(args.report) if args.report else None
+    report = _load_report(report_path)
+    reference = Path(args.reference) if args.reference else None
+    if reference is None and report and report.get("input") and Path(report["input"]).is_file():
+        reference = Path(report["input"])
+    if reference is not None:
+        open_model(reference)
+    if args.iterations < 1:
+        raise UsageError("--iterations must be at least 1")
+    options = BuildOptions(args.precision, args.dense, args.workspace,
+                           Path(args.timing_cache) if args.timing_cache else None,
+                           parse_shapes(args.shapes, loaded.skeleton))
+    if not available:
+        raise MissingComponent(f"sparsify build needs TensorRT and a GPU ({reason}); install 'sparsify-tensorrt[gpu]' "
+                               "on a machine with an NVIDIA GPU, or use docker/Dockerfile.tensorrt")
+
+    from sparsify_tensorrt.build import build_engine, tensorrt_major
+    from sparsify_tensorrt.options import typing_plan
     from sparsify_tensorrt.precision import convert_precision
 
-    model_path = Path(args.model)
-    if not model_path.is_file():
-        raise UsageError(f"{model_path}: no such file")
-    model = onnx.load(str(model_path))
+    major = tensorrt_major()
+    plan = typing_plan(major, args.precision)
+    node_names = [n.name for n in loaded.skeleton.graph.node if n.name]
     with tempfile.TemporaryDirectory(prefix="sparsify-build-") as workdir:
-        typed = Path(workdir) / "typed.onnx"
-        onnx.save(convert_precision(model, args.precision), str(typed))
-        options = BuildOptions(args.precision, args.dense, args.workspace, Path(args.timing_cache) if args.timing_cache else None)
-        log = build_engine(typed, Path(args.output), options)
-    parsed = parse_sparsity_log(log)
-    names = [n.name for n in model.graph.node if n.name]
-    if args.report:
-        merged = merge_build_report(Path(args.report), match_layers(names, parsed.eligible),
-                                    match_layers(names, parsed.picked), parsed.seen)
-        Path(args.report).write_text(json.dumps(merged, indent=2))
-    print(f"wrote {args.output}: {len(parsed.picked)} layer(s) run sparse, {len(parsed.eligible)} eligible")
+        typed = model_path
+        if plan.convert_graph:
+            typed = Path(workdir) / "typed.onnx"
+            onnx.save(convert_precision(onnx.load(str(model_path)), args.precision), str(typed))
+        result = build_engine(typed, output, options)
+        dense_result = None
+        if args.benchmark and not args.dense:
+            dense_plan = output.with_name(f"{output.stem}.dense{output.suffix or '.plan'}")
+            dense_result = build_engine(typed, dense_plan, BuildOptions(**{**vars(options), "dense": True}))
+    section = build_section(node_names, result.log, result.inspector_json)
+    section.update(tensorrt_major=major, precision=args.precision, strongly_typed=plan.strongly_typed,
+                   sparse_weights_flag=not args.dense, plan=str(output), engine_bytes=result.engine_bytes)
+    if dense_result is not None:
+        section.update(dense_plan=str(dense_result.plan_path), dense_engine_bytes=dense_result.engine_bytes,
+                       engine_size_ratio=result.engine_bytes / dense_result.engine_bytes)
+    parity = None
+    if not args.no_verify or args.benchmark:
+        feeds, inputs_label = _feeds(reference or model_path, args)
+        if not args.no_verify:
+            parity = _parity(reference or model_path, output, feeds, inputs_label, args)
+            section["parity"] = parity.to_dict()
+            section["parity_reference"] = str(reference or model_path)
+        if args.benchmark:
+            section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
+    if report is not None and report_path is not None:
+        report_path.write_text(json.dumps(merge_build_report(report, section), indent=2))
+    _print_summary(section)
+    if parity is not None and not parity.gates_passed:
+        failed = [g for g in parity.gates if not g.passed]
+        raise GateFailed(f"parity gate failed: {failed[0].name} {failed[0].value} vs {failed[0].threshold} "
+                         f"({failed[0].reason or 'engine vs dense ONNX Runtime'})")
     return 0
+
+
+def _feeds(model_path: Path, args: argparse.Namespace):
+    import onnxruntime as ort
+
+    from sparsify.verify.feeds import load_feeds, parse_input_shapes, random_feeds
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    if args.inputs:
+        return load_feeds(args.inputs, session), str(args.inputs)
+    return random_feeds(session, parse_input_shapes(args.input_shape), args.seed, []), "random"
+
+
+def _parity(reference: Path, plan: Path, feeds, inputs_label: str, args: argparse.Namespace):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    from sparsify_tensorrt.build import trt_runner
+    from sparsify_tensorrt.compare import compare_runners
+
+    dense = OnnxrtRunner(SessionFromOnnx(str(reference), providers=["CPUExecutionProvider"]), name="onnxruntime-dense")
+    return compare_runners(dense, trt_runner(plan, "tensorrt-sparse"), feeds, max_rel_error=args.max_rel_error,
+                           min_top1=args.min_top1_agreement, inputs=inputs_label)
+
+
+def _benchmark(sparse_plan: Path, dense_plan: Path | None, feed, args: argparse.Namespace) -> dict:
+    from sparsify_tensorrt.bench import time_runner
+    from sparsify_tensorrt.build import trt_runner
+
+    result = {}
+    for label, plan in (("sparse", sparse_plan), ("dense", dense_plan)):
+        if plan is None:
+            continue
+        with trt_runner(plan, f"tensorrt-{label}") as runner:
+            result[label] = time_runner(runner, feed, iterations=args.iterations)
+    if "dense" in result:
+        result["speedup"] = result["dense"]["median_ms"] / result["sparse"]["median_ms"]
+    return result
+
+
+def _print_summary(section: dict) -> None:
+    nodes = section.get("onnx_nodes", {})
+    picked = [n for n, v in nodes.items() if v["picked"]]
+    eligible = [n for n, v in nodes.items() if v["eligible"]]
+    print(f"wrote {section['plan']} ({section['engine_bytes'] / 2**20:.1f} MiB, TensorRT {section['tensorrt_major']}, "
+          f"{section['precision']}{', strongly typed' if section['strongly_typed'] else ''})")
+    print(f"sparse kernels: {len(picked)} ONNX node(s) run sparse; {len(eligible)} eligible per the build log")
+    if "engine_size_ratio" in section:
+        print(f"engine size: sparse / dense = {section['engine_size_ratio']:.3f}")
+    if "benchmark" in section and "speedup" in section["benchmark"]:
+        b = section["benchmark"]
+        print(f"latency: dense {b['dense']['median_ms']:.3f} ms, sparse {b['sparse']['median_ms']:.3f} ms "
+              f"({b['speedup']:.2f}x); throughput {b['sparse']['throughput_per_s']:.0f}/s")
+    if "parity" in section:
+        for out in section["parity"]["outputs"]:
+            print(f"  {out['name']}: rel L2 {out['rel_l2_error']:.4g}  cosine {out['cosine_similarity']:.5f}")
 
 
 plugin = TensorRTPlugin()
