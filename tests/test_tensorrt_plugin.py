@@ -295,3 +295,103 @@ def test_builder_typechecks_against_tensorrt_stubs(tmp_path):
     broken.write_text(build.read_text().replace("trt.LayerInformationFormat.JSON", "trt.LayerInformationFormat.JSN"))
     result = _mypy(tmp_path, stubs, broken)
     assert result.returncode == 1 and 'has no attribute "JSN"' in result.stdout
+
+
+# ---------------------------------------------------------------- the whole `build` command around a stand-in builder
+
+class StandInTensorRT:
+    """TensorRT cannot be installed here.  To run `sparsify build`'s own orchestration (typing,
+    conversion, report merge, parity gates, benchmark, summary) end to end, the two TensorRT
+    touch points are replaced: the "engine" written is the typed ONNX file itself, its "build
+    log" and "inspector JSON" name the model's real nodes, and the "engine runner" is ONNX
+    Runtime on that file.  What this cannot show is anything TensorRT itself does."""
+
+    def __init__(self, major: int):
+        self.major, self.builds = major, []
+
+    def build_engine(self, onnx_path, plan_path, options):
+        from sparsify_tensorrt.build import BuildResult
+
+        data = Path(onnx_path).read_bytes()
+        Path(plan_path).write_bytes(data)
+        self.builds.append((onnx.load(str(onnx_path)), options))
+        layer = {"Name": "mm1 + relu", "LayerType": "CaskGemmMatrixMultiply", "Inputs": [{"Format/Datatype": "Row major linear FP16 format"}],
+                 "HasSparseWeights": 0 if options.dense else 1, "TacticName": "sm90_xmma_sparse_gemm_f16f16" if not options.dense else "sm90_xmma_gemm_f16f16",
+                 "Metadata": "[ONNX Layer: mm1]\u001e[ONNX Layer: relu]"}
+        log = "" if options.dense else "[I] [TRT] (Sparsity) Layers eligible for sparse math: mm1 + relu, mm2\n" \
+                                       "[I] [TRT] (Sparsity) TRT inference plan picked sparse implementation for layers: mm1 + relu\n"
+        return BuildResult(Path(plan_path), len(data), log, json.dumps({"Layers": [layer], "Bindings": ["x", "y"]}))
+
+    def runner(self, plan_path, name):
+        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+        return OnnxrtRunner(SessionFromOnnx(Path(plan_path).read_bytes(), providers=["CPUExecutionProvider"]), name=name)
+
+    def install(self, monkeypatch):
+        import sparsify_tensorrt.build as build
+
+        monkeypatch.setattr(build, "tensorrt_major", lambda: self.major)
+        monkeypatch.setattr(build, "build_engine", self.build_engine)
+        monkeypatch.setattr(build, "trt_runner", self.runner)
+
+
+def _build_args(*argv):
+    import argparse
+
+    from sparsify_tensorrt.plugin import plugin as trt_plugin
+
+    parser = argparse.ArgumentParser()
+    trt_plugin.add_parser(parser.add_subparsers(), type("Info", (), {"available": True, "reason": ""})())
+    return parser.parse_args(["build", *map(str, argv)])
+
+
+def _mlp(tmp_path) -> tuple[Path, Path]:
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "W2"], ["y"], name="mm2")]
+    dense = save(make_model(nodes, [vi("x", [4, 32])], [vi("y", [4, 8])], [init(rand([32, 32]), "W1"), init(rand([32, 8], 1), "W2")]),
+                 tmp_path / "mlp.onnx")
+    sparsify.prune(dense, verify=False)
+    return tmp_path / "mlp.sparse.onnx", tmp_path / "mlp.sparse.report.json"
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_build_command_end_to_end_around_a_stand_in_builder(tmp_path, monkeypatch, capsys, major):
+    from sparsify_tensorrt.plugin import run as build_run
+
+    sparse, report = _mlp(tmp_path)
+    trt = StandInTensorRT(major)
+    trt.install(monkeypatch)
+    args = _build_args(sparse, "-o", tmp_path / "mlp.plan", "--report", report, "--benchmark", "--iterations", "5")
+    assert build_run(args) == 0
+    (typed, options), (_, dense_options) = trt.builds
+    w1 = {t.name: t for t in typed.graph.initializer}["W1"]
+    # TensorRT 11: the precision is in the graph (fp16 weights, fp32 I/O); TensorRT 10: fp32 graph + builder flag.
+    assert w1.data_type == (TensorProto.FLOAT16 if major >= 11 else TensorProto.FLOAT)
+    assert typed.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert not options.dense and dense_options.dense and (tmp_path / "mlp.dense.plan").exists()
+    merged = json.loads(report.read_text())
+    rows = {r["layer"]: r["build"] for r in merged["targets"]}
+    assert rows["mm1"]["picked_sparse_kernel"] and rows["mm1"]["evidence"] == "engine inspector"
+    assert rows["mm2"]["eligible_for_sparse_math"] and rows["mm2"]["picked_sparse_kernel"] is False
+    engine = merged["engine"]
+    assert engine["tensorrt_major"] == major and engine["strongly_typed"] == (major >= 11)
+    assert engine["parity"]["verified"] and engine["parity_reference"].endswith("mlp.onnx")  # the dense model, from the report
+    rel = engine["parity"]["outputs"][0]["rel_l2_error"]
+    assert rel > 0.01  # sparse engine vs DENSE reference: the pruning shows
+    assert engine["benchmark"]["sparse"]["iterations"] == 5 and engine["benchmark"]["speedup"] > 0
+    assert engine["engine_size_ratio"] == pytest.approx(1.0)
+    out = capsys.readouterr().out
+    assert "1 of 2 Conv/MatMul/Gemm layer(s) run sparse" in out and "latency: dense" in out and "Activating" not in out
+
+
+def test_build_command_gate_fails_with_exit_3_and_keeps_the_report(tmp_path, monkeypatch):
+    from sparsify.errors import GateFailed
+    from sparsify_tensorrt.plugin import run as build_run
+
+    sparse, report = _mlp(tmp_path)
+    StandInTensorRT(11).install(monkeypatch)
+    with pytest.raises(GateFailed) as failure:
+        build_run(_build_args(sparse, "-o", tmp_path / "mlp.plan", "--report", report, "--max-rel-error", "1e-6"))
+    assert failure.value.exit_code == 3 and "max_rel_error" in str(failure.value)
+    gates = json.loads(report.read_text())["engine"]["parity"]["gates"]
+    assert gates[0]["name"] == "max_rel_error" and not gates[0]["passed"]
