@@ -385,8 +385,9 @@ def test_build_command_end_to_end_around_a_stand_in_builder(tmp_path, monkeypatc
 
 
 def test_build_command_gate_fails_with_exit_3_and_keeps_the_report(tmp_path, monkeypatch):
-    from sparsify.errors import GateFailed
     from sparsify_tensorrt.plugin import run as build_run
+
+    from sparsify.errors import GateFailed
 
     sparse, report = _mlp(tmp_path)
     StandInTensorRT(11).install(monkeypatch)
