@@ -189,6 +189,10 @@ def test_cli_without_a_gpu_exits_5_with_the_reason(tmp_path):
     assert result.returncode == 5, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "CUDA" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r.json").exists()
+    (tmp_path / "bad.pt").write_bytes(b"not a state dict")
+    for bad in (["missing_recipe.py"], [str(ROOT / "tests/recipes/tiny_mlp.py"), "--weights", str(tmp_path / "bad.pt")]):
+        result = subprocess.run([sys.executable, "-m", "sparsify", "torch-runtime", *bad], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 # ---------------------------------------------------------------- GPU (real cuSPARSELt)

@@ -44,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsify_torch_runtime import GraphedModel, convert, cusparselt_unavailable_reason, format_decisions
     from sparsify_torch_runtime.timing import graphed_time_us
 
-    reason = cusparselt_unavailable_reason()
-    if reason:
-        raise MissingComponent(f"sparsify torch-runtime needs a CUDA GPU with cuSPARSELt: {reason}")
+    # Bad input is exit 2 on any machine; only then does a missing GPU make it exit 5.
     if args.report and not Path(args.report).parent.is_dir():
         raise UsageError(f"--report {args.report}: folder does not exist")
     recipe = load_recipe(args.recipe)
@@ -56,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
             model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
         except Exception as exc:  # noqa: BLE001 - a wrong or corrupt state dict is bad input
             raise UsageError(f"--weights {args.weights}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    reason = cusparselt_unavailable_reason()
+    if reason:
+        raise MissingComponent(f"sparsify torch-runtime needs a CUDA GPU with cuSPARSELt: {reason}")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     model = model.to("cuda", dtype).eval()
     inputs = recipe.example_inputs if isinstance(recipe.example_inputs, (tuple, list)) else (recipe.example_inputs,)
