@@ -39,6 +39,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "torch_runtime"))
 from sparsify_torch_runtime import GraphedModel, convert, cusparselt_unavailable_reason  # noqa: E402
+from sparsify_torch_runtime.reference import EncoderBlock  # noqa: E402
 from sparsify_torch_runtime.timing import graphed_time_us  # noqa: E402
 
 GPU = cusparselt_unavailable_reason() is None
@@ -62,26 +63,10 @@ def time_us(fn) -> float:
     return (time.perf_counter() - start) / 5 * 1e6
 
 
-class Block(nn.Module):
-    def __init__(self, d: int, heads: int, ff: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.f1, self.act, self.f2 = nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d)
-        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
-        x = self.n1(x + self.o(a))
-        return self.n2(x + self.f2(self.act(self.f1(x))))
-
-
 def encoder(d: int, ff: int, layers: int, dtype) -> nn.Module:
     torch.manual_seed(0)
     with torch.device(DEVICE):  # initialise on the GPU: the wide encoder has 800M parameters
-        model = nn.Sequential(*[Block(d, d // 64, ff) for _ in range(layers)]).to(dtype).eval()
+        model = nn.Sequential(*[EncoderBlock(d, d // 64, ff) for _ in range(layers)]).to(dtype).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Linear):

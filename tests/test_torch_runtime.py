@@ -18,6 +18,7 @@ from sparsify_torch_runtime import SparseLinear, convert, cusparselt_unavailable
 from sparsify_torch_runtime.chains import feature_major_chains  # noqa: E402
 from sparsify_torch_runtime.convert import size_rule  # noqa: E402
 from sparsify_torch_runtime.kernel import linear_ineligible_reason  # noqa: E402
+from sparsify_torch_runtime.reference import EncoderBlock  # noqa: E402
 from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,24 +54,6 @@ class DenseProductSparseLinear(SparseLinear):
         self.seen_inputs = getattr(self, "seen_inputs", []) + [x_t]
         product = self.packed.float() @ x_t.float()
         return (product if self.bias is None else product + self.bias.float()[:, None]).to(x_t.dtype).contiguous()
-
-
-class Block(nn.Module):
-    """A transformer encoder block written like BERT (fused QKV, SDPA, GELU FFN)."""
-
-    def __init__(self, d: int = 64, heads: int = 4, ff: int = 128) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv, self.o = nn.Linear(d, 3 * d), nn.Linear(d, d)
-        self.f1, self.act, self.f2 = nn.Linear(d, ff), nn.GELU(), nn.Linear(ff, d)
-        self.n1, self.n2 = nn.LayerNorm(d), nn.LayerNorm(d)
-
-    def forward(self, x):
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
-        x = self.n1(x + self.o(a))
-        return self.n2(x + self.f2(self.act(self.f1(x))))
 
 
 def pruned(model: nn.Module) -> nn.Module:
@@ -128,7 +111,7 @@ def test_feature_major_chain_hands_a_contiguous_transposed_input_to_the_next_lay
 
 
 def test_chains_found_only_through_elementwise_single_use_paths():
-    block = Block()
+    block = EncoderBlock()
     names = {"qkv", "o", "f1", "f2"}
     chains, note = feature_major_chains(block, names)
     assert note is None and chains == [("f1", "f2")]
@@ -167,7 +150,7 @@ def test_size_rule():
 
 @pytest.mark.skipif(GPU_REASON is None, reason="checks the no-GPU path")
 def test_convert_without_a_gpu_keeps_every_layer_dense_with_the_reason():
-    model = pruned(nn.Sequential(Block(), Block())).to(torch.bfloat16).eval()
+    model = pruned(nn.Sequential(EncoderBlock(), EncoderBlock())).to(torch.bfloat16).eval()
     x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
     with torch.no_grad():
         before = model(x)
@@ -215,7 +198,7 @@ def test_gpu_sparse_linear_matches_dense(dtype):
 def test_gpu_convert_and_graph_keep_the_outputs():
     from sparsify_torch_runtime import GraphedModel
 
-    model = pruned(nn.Sequential(*[Block(256, 4, 1024) for _ in range(2)])).cuda().half().eval()
+    model = pruned(nn.Sequential(*[EncoderBlock(256, 4, 1024) for _ in range(2)])).cuda().half().eval()
     x = torch.randn(8, 128, 256, device="cuda", dtype=torch.half)
     with torch.inference_mode():
         want = model(x).float()
