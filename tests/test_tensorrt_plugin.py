@@ -396,3 +396,43 @@ def test_build_command_gate_fails_with_exit_3_and_keeps_the_report(tmp_path, mon
     assert failure.value.exit_code == 3 and "max_rel_error" in str(failure.value)
     gates = json.loads(report.read_text())["engine"]["parity"]["gates"]
     assert gates[0]["name"] == "max_rel_error" and not gates[0]["passed"]
+
+
+def test_typing_plan_int8_flag_for_qdq_graphs_on_tensorrt10():
+    from sparsify_tensorrt.options import has_qdq, typing_plan
+
+    assert typing_plan(10, "fp16", has_qdq=True).flags == {"fp16": True, "int8": True}
+    assert typing_plan(11, "fp16", has_qdq=True).flags == {}  # strongly typed: Q/DQ carry the types
+    qdq = helper.make_model(helper.make_graph([helper.make_node("DequantizeLinear", ["q", "s"], ["w"])], "g", [], []))
+    assert has_qdq(qdq) and not has_qdq(helper.make_model(helper.make_graph([], "g", [], [])))
+
+
+def test_config_arguments_build_a_real_polygraphy_config(tmp_path):
+    """The CreateConfig the builder makes, minus the two TensorRT enums it adds itself."""
+    from polygraphy.backend.trt import CreateConfig
+    from sparsify_tensorrt.options import BuildOptions, config_arguments, typing_plan
+
+    cache = tmp_path / "timing.cache"
+    options = BuildOptions("fp16", False, 512, cache, {"x": ([1, 16], [8, 16], [32, 16])})
+    kwargs = config_arguments(options, typing_plan(10, "fp16"))
+    assert kwargs["load_timing_cache"] is None  # not there yet: nothing to load (the build saves it)
+    cache.write_bytes(b"cache")
+    config = CreateConfig(**config_arguments(options, typing_plan(10, "fp16")))
+    assert config.sparse_weights and config.fp16 and not config.bf16 and config.timing_cache_path == str(cache)
+    assert list(config.profiles[0]["x"].max) == [32, 16]
+    dense = CreateConfig(**config_arguments(BuildOptions("fp16", True), typing_plan(11, "fp16")))
+    assert not dense.sparse_weights and not dense.fp16 and all(len(p) == 0 for p in dense.profiles)
+
+
+@pytest.mark.parametrize("message, log, code, words", [
+    ("[TRT] [E] 6: CUDA initialization failure with error: 35", "", 5, "usable NVIDIA GPU"),
+    ("Failed to parse ONNX model. Does the model file exist and contain a valid ONNX model?",
+     "[E] [TRT] ModelImporter.cpp:949: While parsing node number 3 [NonMaxSuppression]: unsupported", 2, "cannot build this model"),
+    ("Invalid Engine. Please ensure the engine was built correctly", "[E] 4: [network.cpp::validate] Error Code 4: out of memory", 1,
+     "build failed"),
+])
+def test_build_errors_become_one_line_with_the_exit_code(message, log, code, words):
+    from sparsify_tensorrt.errors import translate_build_error
+
+    error = translate_build_error(RuntimeError(message), log)
+    assert error.exit_code == code and words in str(error) and "\n" not in str(error)

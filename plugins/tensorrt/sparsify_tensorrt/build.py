@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsify.errors import MissingComponent
-from sparsify_tensorrt.options import BuildOptions, polygraphy_profiles, typing_plan
+from sparsify_tensorrt.errors import translate_build_error
+from sparsify_tensorrt.options import BuildOptions, config_arguments, typing_plan
 
 __all__ = ["BuildResult", "build_engine", "tensorrt_major", "trt_runner"]
 
@@ -43,19 +44,20 @@ def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions) -> Bui
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath
     from polygraphy.logger import G_LOGGER
 
-    plan = typing_plan(tensorrt_major(), options.precision)
+    plan = typing_plan(tensorrt_major(), options.precision, options.has_qdq)
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)
     config = CreateConfig(
-        sparse_weights=not options.dense, profiles=polygraphy_profiles(options.shapes),
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: options.workspace_mib << 20} if options.workspace_mib else None,
-        load_timing_cache=str(options.timing_cache) if options.timing_cache and options.timing_cache.exists() else None,
-        profiling_verbosity=trt.ProfilingVerbosity.DETAILED, **plan.flags,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED, **config_arguments(options, plan),
     )
     log = io.StringIO()
     G_LOGGER.module_severity = G_LOGGER.EXTRA_VERBOSE
-    with redirect_stdout(log):
-        engine_bytes = bytes(EngineBytesFromNetwork(
-            network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None)())
+    try:
+        with redirect_stdout(log):
+            engine_bytes = bytes(EngineBytesFromNetwork(
+                network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None)())
+    except Exception as exc:  # noqa: BLE001 - Polygraphy/TensorRT raise many types; each becomes one line
+        raise translate_build_error(exc, log.getvalue()) from None
     fd, tmp = tempfile.mkstemp(dir=plan_path.parent, prefix=f".{plan_path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:

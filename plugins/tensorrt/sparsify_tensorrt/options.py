@@ -18,7 +18,7 @@ import onnx
 
 from sparsify.errors import UsageError
 
-__all__ = ["BuildOptions", "TypingPlan", "parse_shapes", "polygraphy_profiles", "typing_plan"]
+__all__ = ["BuildOptions", "TypingPlan", "config_arguments", "has_qdq", "parse_shapes", "polygraphy_profiles", "typing_plan"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class BuildOptions:
     workspace_mib: int | None = None
     timing_cache: Path | None = None
     shapes: dict[str, tuple[list[int], list[int], list[int]]] = field(default_factory=dict)  # name -> (min, opt, max)
+    has_qdq: bool = False  # the graph carries Q/DQ (int8): TensorRT 10 then needs its int8 flag
 
 
 @dataclass
@@ -37,13 +38,30 @@ class TypingPlan:
     flags: dict[str, bool]  # Polygraphy CreateConfig precision flags (weak typing only)
 
 
-def typing_plan(tensorrt_major: int, precision: str) -> TypingPlan:
+def typing_plan(tensorrt_major: int, precision: str, has_qdq: bool = False) -> TypingPlan:
+    """TensorRT 11: strongly typed, precision converted into the graph.  TensorRT 10: weakly
+    typed with the precision flag, plus ``int8`` when the graph has Q/DQ (explicit quantization
+    needs the flag under weak typing)."""
     if precision not in ("fp16", "bf16", "fp32"):
         raise UsageError(f"unknown --precision {precision!r}: fp16, bf16 or fp32")
     if tensorrt_major >= 11:
         return TypingPlan(convert_graph=precision != "fp32", strongly_typed=True, flags={})
-    return TypingPlan(convert_graph=False, strongly_typed=False,
-                      flags={name: True for name in ("fp16", "bf16") if name == precision})
+    flags = {name: True for name in ("fp16", "bf16") if name == precision}
+    if has_qdq:
+        flags["int8"] = True
+    return TypingPlan(convert_graph=False, strongly_typed=False, flags=flags)
+
+
+def has_qdq(model: onnx.ModelProto) -> bool:
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+
+
+def config_arguments(options: BuildOptions, plan: TypingPlan) -> dict:
+    """Keyword arguments for Polygraphy's ``CreateConfig`` that need no TensorRT enum; the
+    builder adds ``memory_pool_limits`` (workspace) and ``profiling_verbosity`` (DETAILED)."""
+    return {"sparse_weights": not options.dense, "profiles": polygraphy_profiles(options.shapes),
+            "load_timing_cache": str(options.timing_cache) if options.timing_cache and options.timing_cache.exists() else None,
+            **plan.flags}
 
 
 def _dims(text: str, spec: str) -> list[int]:

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     import onnx
 
     from sparsify.graph.model_io import open_model
-    from sparsify_tensorrt.options import BuildOptions, parse_shapes
+    from sparsify_tensorrt.options import BuildOptions, has_qdq, parse_shapes
 
     model_path, output = Path(args.model), Path(args.output)
     loaded = open_model(model_path)  # one-line InputError for missing/corrupt models
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
         raise UsageError("--iterations must be at least 1")
     options = BuildOptions(args.precision, args.dense, args.workspace,
                            Path(args.timing_cache) if args.timing_cache else None,
-                           parse_shapes(args.shapes, loaded.skeleton))
+                           parse_shapes(args.shapes, loaded.skeleton), has_qdq(loaded.skeleton))
     if not available:
         raise MissingComponent(f"sparsify build needs TensorRT and a GPU ({reason}); install 'sparsify-tensorrt[gpu]' "
                                "on a machine with an NVIDIA GPU, or use docker/Dockerfile.tensorrt")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     from sparsify_tensorrt.precision import convert_precision
 
     major = tensorrt_major()
-    plan = typing_plan(major, args.precision)
+    plan = typing_plan(major, args.precision, options.has_qdq)
     # The layers sparsity is about: the ops the pass prunes (their rows in the report).
     node_names = [n.name for n in loaded.skeleton.graph.node if n.name and n.op_type in ("Conv", "MatMul", "Gemm")]
     with tempfile.TemporaryDirectory(prefix="sparsify-build-") as workdir:
