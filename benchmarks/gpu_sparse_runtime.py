@@ -52,10 +52,10 @@ def mask24(w: torch.Tensor) -> torch.Tensor:
     return (g * keep).reshape(w.shape)
 
 
-def time_us(fn) -> float:
-    """Per-call time: CUDA-graphed on a GPU, wall clock elsewhere (smoke mode)."""
+def time_us(fn, reps: int = 10) -> float:
+    """Per-call time: CUDA-graphed on a GPU (``reps`` calls per graph), wall clock elsewhere (smoke mode)."""
     if DEVICE == "cuda":
-        return graphed_time_us(fn)
+        return graphed_time_us(fn, reps=reps)
     fn()
     start = time.perf_counter()
     for _ in range(5):
@@ -146,13 +146,13 @@ def model_row(name: str, model: nn.Module, d: int, batch: int, seq: int, dtype, 
         x = torch.randn(batch, seq, d, device=DEVICE, dtype=dtype)
         with torch.inference_mode():
             want = model(x).float()
-        dense_us = time_us(lambda: model(x))
+        dense_us = time_us(lambda: model(x), reps=3)
         row.update(amdahl(dense_us, linear_shapes(model, x), dtype, cache))
         sparse_model, decisions = convert(copy.deepcopy(model), x, policy=policy)
         run = GraphedModel(sparse_model, x) if DEVICE == "cuda" else sparse_model
         with torch.inference_mode():
             got = run(x).float()
-        sparse_us = time_us(lambda: sparse_model(x))
+        sparse_us = time_us(lambda: sparse_model(x), reps=3)
         kept = [dd for dd in decisions if dd.sparse]
         row.update(dense_ms=round(dense_us / 1000, 3), sparse_ms=round(sparse_us / 1000, 3),
                    speedup=round(dense_us / sparse_us, 3), rel_err=float(f"{((got - want).norm() / want.norm()).item():.1e}"),
