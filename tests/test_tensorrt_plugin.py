@@ -381,6 +381,8 @@ def test_build_command_end_to_end_around_a_stand_in_builder(tmp_path, monkeypatc
     assert engine["benchmark"]["sparse"]["iterations"] == 5 and engine["benchmark"]["speedup"] > 0
     assert engine["engine_size_ratio"] == pytest.approx(1.0)
     out = capsys.readouterr().out
+    table = {line.split()[0]: line.split()[1:3] for line in out.splitlines() if line.startswith("  mm")}
+    assert table == {"mm1": ["yes", "yes"], "mm2": ["yes", "no"]}
     assert "1 of 2 Conv/MatMul/Gemm layer(s) run sparse" in out and "latency: dense" in out and "Activating" not in out
 
 

@@ -236,6 +236,14 @@ def _print_summary(section: dict) -> None:
           f"{section['precision']}{', strongly typed' if section['strongly_typed'] else ''})")
     print(f"sparse kernels: {len(picked)} of {len(nodes)} Conv/MatMul/Gemm layer(s) run sparse; "
           f"{len(eligible)} eligible per the build log")
+    if nodes:
+        def mark(value) -> str:
+            return "?" if value is None else ("yes" if value else "no")
+        rows = [(name, mark(v["eligible"]), mark(v["picked"]), (v["tactic"] or v["tensorrt_layer"] or "")[:60])
+                for name, v in nodes.items()]
+        widths = [max(len(r[i]) for r in [("layer", "eligible", "sparse kernel", "tactic / engine layer"), *rows]) for i in range(4)]
+        for row in [("layer", "eligible", "sparse kernel", "tactic / engine layer"), *rows]:
+            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     if "engine_size_ratio" in section:
         print(f"engine size: sparse / dense = {section['engine_size_ratio']:.3f}")
     if "benchmark" in section and "speedup" in section["benchmark"]:
