@@ -17,7 +17,8 @@ def time_runner(runner, feed: dict[str, np.ndarray], *, warmup: int = 10, iterat
         runner.infer(feed)
         times.append(runner.last_inference_time() * 1000.0)
     times_arr = np.asarray(times)
-    batch = int(next(iter(feed.values())).shape[0]) if feed and next(iter(feed.values())).ndim else 1
+    first = next(iter(feed.values()), None)
+    batch = int(first.shape[0]) if first is not None and first.ndim else 1
     median = float(np.median(times_arr))
     return {"iterations": iterations, "median_ms": median, "p90_ms": float(np.percentile(times_arr, 90)),
             "mean_ms": float(times_arr.mean()), "batch": batch, "throughput_per_s": batch / (median / 1000.0)}

@@ -174,9 +174,9 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # runner chatter off; the summary below says what matters
     if not args.no_verify or args.benchmark:
-        feeds, inputs_label = _feeds(reference or model_path, args)
+        session, feeds, inputs_label = _feeds(reference or model_path, args)
         if not args.no_verify:
-            parity = _parity(reference or model_path, output, feeds, inputs_label, args)
+            parity = _parity(session, output, feeds, inputs_label, args)
             section["parity"] = parity.to_dict()
             section["parity_reference"] = str(reference or model_path)
         if args.benchmark:
@@ -192,23 +192,24 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
 
 
 def _feeds(model_path: Path, args: argparse.Namespace):
+    """The dense model's ORT session (parity's reference runner reuses it) and the feeds."""
     import onnxruntime as ort
 
     from sparsify.verify.feeds import load_feeds, parse_input_shapes, random_feeds
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     if args.inputs:
-        return load_feeds(args.inputs, session), str(args.inputs)
-    return random_feeds(session, parse_input_shapes(args.input_shape), args.seed, []), "random"
+        return session, load_feeds(args.inputs, session), str(args.inputs)
+    return session, random_feeds(session, parse_input_shapes(args.input_shape), args.seed, []), "random"
 
 
-def _parity(reference: Path, plan: Path, feeds, inputs_label: str, args: argparse.Namespace):
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+def _parity(session, plan: Path, feeds, inputs_label: str, args: argparse.Namespace):
+    from polygraphy.backend.onnxrt import OnnxrtRunner
 
     from sparsify_tensorrt.build import trt_runner
     from sparsify_tensorrt.compare import compare_runners
 
-    dense = OnnxrtRunner(SessionFromOnnx(str(reference), providers=["CPUExecutionProvider"]), name="onnxruntime-dense")
+    dense = OnnxrtRunner(session, name="onnxruntime-dense")  # the session the feeds came from: loaded once
     return compare_runners(dense, trt_runner(plan, "tensorrt-sparse"), feeds, max_rel_error=args.max_rel_error,
                            min_top1=args.min_top1_agreement, inputs=inputs_label)
 
