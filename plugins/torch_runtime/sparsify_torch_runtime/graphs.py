@@ -12,7 +12,25 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["GraphedModel"]
+__all__ = ["GraphedModel", "capture_graph"]
+
+
+def capture_graph(fn: Callable[[], object], *, warmup: int = 3, calls: int = 1,
+                  pool=None) -> tuple[torch.cuda.CUDAGraph, object]:
+    """Run ``fn`` ``warmup`` times on a side stream (lazy cuBLAS/cuSPARSELt handles and allocator
+    growth happen off the graph), then capture ``calls`` calls; returns the graph and the last
+    call's output."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph, pool=pool):
+        for _ in range(calls):
+            out = fn()
+    return graph, out
 
 
 def _as_tuple(inputs) -> tuple:
@@ -38,15 +56,7 @@ class GraphedModel:
         if len(self._graphs) >= self.max_graphs:
             raise RuntimeError(f"GraphedModel: more than {self.max_graphs} input shapes; pad or bucket the inputs")
         static = tuple(t.detach().clone() for t in inputs)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for _ in range(self.warmup):  # lazy init (cuBLAS/cuSPARSELt handles, allocator) off the graph
-                self.model(*static)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
-            out = self.model(*static)
+        graph, out = capture_graph(lambda: self.model(*static), warmup=self.warmup, pool=self._pool)
         self._graphs[self._key(static)] = (graph, static, out)
 
     def __call__(self, *inputs: torch.Tensor):

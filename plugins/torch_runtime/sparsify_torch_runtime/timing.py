@@ -7,20 +7,13 @@ from collections.abc import Callable
 
 import torch
 
+from sparsify_torch_runtime.graphs import capture_graph
+
 __all__ = ["graphed_time_us"]
 
 
 def graphed_time_us(fn: Callable[[], object], *, reps: int = 10, iters: int = 15, warmup: int = 3) -> float:
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.inference_mode(), torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
+    graph, _ = capture_graph(fn, warmup=warmup, calls=reps)
     for _ in range(2):
         graph.replay()
     torch.cuda.synchronize()
