@@ -59,6 +59,18 @@ def test_fp16_conversion_keeps_pattern_and_io_types(tmp_path):
     np.testing.assert_allclose(run(tmp_path / "half.onnx", {"x": x})[0], run(tmp_path / "m.sparse.onnx", {"x": x})[0],
                                rtol=2e-2, atol=2e-2)
     assert convert_precision(sparse, "fp32") is sparse
+    # The normalisation stays fp32 and its result reaches the fp32 output without an fp16 round trip.
+    typed = onnx.shape_inference.infer_shapes(half)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*typed.graph.value_info, *typed.graph.input, *typed.graph.output]}
+    types.update({t.name: t.data_type for t in typed.graph.initializer})
+    (norm,) = [n for n in typed.graph.node if n.op_type == "LayerNormalization"]
+    assert {types[i] for i in norm.input} == {TensorProto.FLOAT}
+    producer = {o: n for n in typed.graph.node for o in n.output}
+    value = "y"
+    while producer[value].op_type == "Cast":
+        assert types[value] == TensorProto.FLOAT, "the output passes through fp16"
+        value = producer[value].input[0]
+    assert value == norm.output[0]
 
 
 def test_bf16_without_modelopt_is_missing_component():

@@ -42,9 +42,19 @@ def _restore_output_types(original: onnx.ModelProto, converted: onnx.ModelProto)
     """onnxconverter-common ignores keep_io_types for outputs produced by a blocked op (it
     casts them back to fp16 and declares them fp16): cast such outputs to their original type."""
     wanted = {o.name: o.type.tensor_type.elem_type for o in original.graph.output}
+    producers = {o: node for node in converted.graph.node for o in node.output}
     for output in converted.graph.output:
         original_type = wanted.get(output.name)
         if original_type is None or output.type.tensor_type.elem_type == original_type:
+            continue
+        producer = producers.get(output.name)
+        if producer is not None and producer.op_type == "Cast":
+            # The converter's own Cast back to fp16 after an op it kept in fp32: make it cast to the
+            # original type instead, so the output never passes through fp16.
+            for attribute in producer.attribute:
+                if attribute.name == "to":
+                    attribute.i = original_type
+            output.type.tensor_type.elem_type = original_type
             continue
         inner = f"{output.name}_sparsify_lowp"
         for node in converted.graph.node:
