@@ -450,3 +450,5 @@ def test_build_errors_become_one_line_with_the_exit_code(message, log, code, wor
 
     error = translate_build_error(RuntimeError(message), log)
     assert error.exit_code == code and words in str(error) and "\n" not in str(error)
+    if code == 5:
+        assert "--gpus all" in str(error)  # says how to get what is missing

@@ -26,7 +26,8 @@ def translate_build_error(exc: BaseException, log: str = "") -> SparsifyError:
     text = f"{exc}\n{log}"
     detail = _last_error_line(str(exc)) or _last_error_line(log) or type(exc).__name__
     if _NO_GPU.search(text):
-        return MissingComponent(f"sparsify build needs a usable NVIDIA GPU: {detail}")
+        return MissingComponent(f"sparsify build needs a usable NVIDIA GPU ({detail}); run it on a machine with an "
+                                "NVIDIA GPU and driver, e.g. docker run --gpus all with docker/Dockerfile.tensorrt")
     if _PARSER.search(text):
         return InputError(f"TensorRT cannot build this model: {_last_error_line(log) or detail}")
     return SparsifyError(f"TensorRT build failed: {detail}")
