@@ -73,6 +73,23 @@ def test_fp16_conversion_keeps_pattern_and_io_types(tmp_path):
     assert value == norm.output[0]
 
 
+def test_fp16_conversion_with_unnamed_kept_fp32_nodes_is_a_valid_model(tmp_path):
+    """onnxconverter-common names its Casts after the op: two unnamed Softmax nodes collided
+    (found by benchmarks/eval_fp16_conversion.py on the BERT-shaped encoder)."""
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Softmax", ["h"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "W2"], ["h2"], name="mm2"), helper.make_node("Softmax", ["h2"], ["y"], axis=-1)]
+    model = make_model(nodes, [vi("x", [2, 16])], [vi("y", [2, 16])], [init(rand([16, 16]), "W"), init(rand([16, 16], 1), "W2")])
+    before = model.SerializeToString()
+    half = convert_precision(model, "fp16")
+    assert model.SerializeToString() == before  # the caller's model is not modified
+    onnx.checker.check_model(half, full_check=True)
+    onnx.save(half, str(tmp_path / "half.onnx"))
+    save(model, tmp_path / "m.onnx")
+    x = rand([2, 16], 3)
+    np.testing.assert_allclose(run(tmp_path / "half.onnx", {"x": x})[0], run(tmp_path / "m.onnx", {"x": x})[0], rtol=2e-2, atol=2e-3)
+    assert [n.name for n in half.graph.node if n.op_type == "MatMul"] == ["mm", "mm2"]
+
+
 def test_bf16_without_modelopt_is_missing_component():
     from sparsify.errors import MissingComponent
 

@@ -24,6 +24,7 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto
         return model
     if precision not in ("fp16", "bf16"):
         raise UsageError(f"unknown --precision {precision!r}: fp16, bf16 or fp32")
+    model = _with_node_names(model)
     if importlib.util.find_spec("modelopt") is not None:
         from modelopt.onnx.autocast import convert_to_mixed_precision
 
@@ -36,6 +37,23 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto
         raise MissingComponent("fp16 conversion needs onnxconverter-common: pip install onnxconverter-common") from None
     converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=KEEP_FP32_OPS)
     return _restore_output_types(model, converted)
+
+
+def _with_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which every node has a unique name: onnxconverter-common names the Casts around
+    a kept-fp32 op after the op, so two unnamed Softmax nodes gave two `_output_cast_0` tensors
+    (an invalid model).  Named nodes keep their names (the report matches layers by them)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    taken = {node.name for node in copy.graph.node if node.name}
+    for index, node in enumerate(copy.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return copy
 
 
 def _restore_output_types(original: onnx.ModelProto, converted: onnx.ModelProto) -> onnx.ModelProto:
