@@ -20,6 +20,21 @@ def _as_array(value) -> np.ndarray:
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
+def _place_masks(masks: dict, parameters: dict, dense: Path) -> dict[str, np.ndarray]:
+    """{parameter name: mask} -> {ONNX weight name: mask}, placed by value (transposed where the
+    export transposed the weight); a mask of the wrong shape is a UsageError."""
+    arrays = {name: _as_array(parameters[name]) for name in masks}
+    mapping = map_parameters(arrays, onnx.load(str(dense)))
+    placed = {}
+    for name, mask in masks.items():
+        mask = _as_array(mask)
+        if mask.shape != arrays[name].shape:
+            raise UsageError(f"mask {name!r} has shape {list(mask.shape)}, the parameter {list(arrays[name].shape)}")
+        place = mapping[name]
+        placed[place.onnx_name] = mask.T if place.transposed else mask
+    return placed
+
+
 def prune_torch(module, example_inputs, output, *, masks: dict | None = None, exporter: str = "legacy", **prune_kwargs):
     """Export ``module`` with ``example_inputs`` and prune it into ``output`` (.onnx).
 
@@ -38,15 +53,7 @@ def prune_torch(module, example_inputs, output, *, masks: dict | None = None, ex
         unknown = sorted(set(masks) - set(parameters))
         if unknown:
             raise UsageError(f"mask {unknown[0]!r} names no parameter of the module")
-        arrays = {name: _as_array(parameters[name]) for name in masks}
-        mapping = map_parameters(arrays, onnx.load(str(dense)))
-        onnx_masks = {}
-        for name, mask in masks.items():
-            mask = _as_array(mask)
-            if mask.shape != arrays[name].shape:
-                raise UsageError(f"mask {name!r} has shape {list(mask.shape)}, the parameter {list(arrays[name].shape)}")
-            place = mapping[name]
-            onnx_masks[place.onnx_name] = mask.T if place.transposed else mask
+        onnx_masks = _place_masks(masks, parameters, dense)
         masks_path = Path(workdir) / "masks.npz"
         np.savez(masks_path, **onnx_masks)
         return prune(dense, output=output, masks=str(masks_path), **prune_kwargs)
@@ -85,13 +92,8 @@ def _onnx_keyed_masks(masks_path: str, parameters: dict, dense: Path, workdir: P
     by_param = {k: v for k, v in masks.items() if k in parameters}
     if not by_param:
         return masks_path
-    arrays = {name: _as_array(parameters[name]) for name in by_param}
-    mapping = map_parameters(arrays, onnx.load(str(dense)))
     keyed = {k: v for k, v in masks.items() if k not in by_param}
-    for name, mask in by_param.items():
-        if mask.shape != arrays[name].shape:
-            raise UsageError(f"mask {name!r} has shape {list(mask.shape)}, the parameter {list(arrays[name].shape)}")
-        keyed[mapping[name].onnx_name] = mask.T if mapping[name].transposed else mask
+    keyed.update(_place_masks(by_param, parameters, dense))
     out = workdir / "masks.onnx-names.npz"
     np.savez(out, **keyed)
     return str(out)
