@@ -17,15 +17,18 @@ from pathlib import Path
 import onnx
 
 from sparsify.calibrate.options import METHODS, DataAwareOptions
-from sparsify.errors import OutputError, UsageError
+from sparsify.errors import UsageError
 from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel, open_model
 from sparsify.graph.prune_weight import nonzero_mask, prune_weight
 from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
 from sparsify.graph.targets import PruneTarget, find_targets, group_by_weight
-from sparsify.graph.writer import ModelWriter, check_output_path, data_file_for
+from sparsify.graph.writer import ModelWriter, superseded_data_files
+from sparsify.io.paths import check_name_lengths, check_write_paths
+from sparsify.io.publish import Publication, remove_stale_staging
 from sparsify.masks.given import apply_given_mask, load_masks
 from sparsify.masks.nm import nm_violations
+from sparsify.npz import input_byte_limit
 from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
 
@@ -106,12 +109,37 @@ def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
     return parse_input_shapes(specs)
 
 
-def _check_report_path(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: report folder {parent} does not exist")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder")
+def _read_paths(loaded: LoadedModel, **files: str | list[str] | None) -> list[tuple[str, Path]]:
+    """Every file the run reads: the model, its external data, and the npz files given."""
+    reads: list[tuple[str, Path]] = [("input model", loaded.path)]
+    reads += [("input model's external data", p) for p in sorted(loaded.external_files)]
+    for label, value in files.items():
+        for item in [value] if isinstance(value, str | Path) else (value or []):
+            reads.append((f"--{label.replace('_', '-')} file", Path(item)))
+    return reads
+
+
+def _check_data_files(loaded: LoadedModel, inputs: str | None, data_aware: DataAwareOptions, masks: str | None) -> None:
+    """Every npz the run will read, checked from its headers before any work: readable,
+    numeric, within --max-input-bytes, and (model inputs) fitting the graph's inputs."""
+    from sparsify.npz import scan_npz
+
+    if masks is not None:
+        scan_npz(masks)
+    data = [inputs, *data_aware.calibration, data_aware.eval_data]
+    if not any(data):
+        return
+    from sparsify.verify.feeds import check_npz_inputs  # imports onnxruntime
+
+    graph, ir_version = loaded.skeleton.graph, loaded.skeleton.ir_version
+    for path in data:
+        if path:
+            check_npz_inputs(path, graph, ir_version, extra_keys=("labels",) if path == data_aware.eval_data else ())
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be a non-negative integer below 2**63, got {seed}")
 
 
 def _check_gate_values(max_rel_error: float | None, min_top1: float | None) -> None:
@@ -130,7 +158,8 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
           progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
           calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
           max_output_drift: float | None = None, eval_data: str | None = None,
-          bias_correction: bool = True, permute: bool = False, masks: str | None = None) -> Report:
+          bias_correction: bool = True, permute: bool = False, masks: str | None = None,
+          record_input: bool = True, max_input_bytes: int | None = None) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
 
     ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
@@ -141,6 +170,9 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     channel permutation where an exact graph equivalent exists (rows' notes give the gain).
     ``masks``: an .npz of 0/1 masks keyed by stored weight name, applied instead of computing
     masks (validated in full before anything is written; weights without one stay dense).
+    ``max_input_bytes``: cap on what each npz file may declare (default 8 GiB).
+    ``record_input``: False when ``model`` is a temporary file (the report's ``input`` is then
+    null: it names only a dense model that outlives the run, as ``sparsify build`` relies on).
 
     Returns the Report (also written as JSON).  Gate results are in ``report.parity``;
     ``report.gates_passed`` is False when a requested gate failed or could not be evaluated.
@@ -164,52 +196,73 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
     if isinstance(model, onnx.ModelProto) and output is None:
         raise UsageError("prune(ModelProto) needs output=PATH")
-    with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
-        path = _materialize(model, workdir)
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        loaded = open_model(path)
-        out = Path(output) if output is not None else default_output_path(path)
-        check_output_path(loaded, out)
-        json_path = Path(report_path) if report_path is not None else default_report_path(out)
-        if json_path.resolve() in {path.resolve(), out.resolve()}:
-            raise UsageError(f"{json_path}: the report path must differ from the model paths")
-        _check_report_path(json_path)
-        timings["load"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        targets = find_targets(GraphIndex(loaded.skeleton), nm)
-        select_targets(targets, includes, excludes, only_profitable, min_channels)
-        given = load_masks(masks, targets) if masks is not None else None
-        timings["analyse"] = time.perf_counter() - t0
-        report = Report("prune", str(path), nm, targets, output_path=str(out), arguments=arguments or {})
-        if loaded.uses_external_data:
-            report.output_data_file = str(data_file_for(out))
-        t0 = time.perf_counter()
-        # Nothing the user had changes until the pruned model is verified: the writer keeps
-        # it in temporary files, parity runs on those, then everything is renamed into place.
-        with ModelWriter(loaded, out) as writer:
-            if not data_aware.in_memory:
-                _prune_weights(loaded, targets, nm, writer, report, progress, given)
-            else:
-                from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
+    _check_seed(seed)
+    publication = Publication()
+    try:
+        with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir, input_byte_limit(max_input_bytes):
+            return _prune_into(publication, model, workdir, output, report_path, nm, includes, excludes,
+                               only_profitable, min_channels, verify, shapes, inputs, seed, max_rel_error,
+                               min_top1_agreement, progress, arguments, data_aware, masks, record_input, started)
+    finally:
+        publication.discard()
 
-                budget = prune_data_aware(loaded, targets, nm, writer, data_aware, report.zeroed, progress)
-                report.budget = asdict(budget) if budget is not None else None
-            candidate = writer.finish()
-            timings["prune_and_write"] = time.perf_counter() - t0
-            report.warnings = _warnings(targets, nm)
-            if verify:
-                from sparsify.verify.parity import check_parity  # imports onnxruntime: only when verifying
 
-                t0 = time.perf_counter()
-                report.parity = check_parity(path, candidate, input_shapes=shapes, inputs_npz=inputs, seed=seed,
-                                             max_rel_error=max_rel_error, min_top1=min_top1_agreement)
-                timings["verify"] = time.perf_counter() - t0
-            writer.publish()
-        timings["total"] = time.perf_counter() - started
-        report.timings = timings
-        report.write_json(json_path)
-        return report
+def _prune_into(publication, model, workdir, output, report_path, nm, includes, excludes, only_profitable,
+                min_channels, verify, shapes, inputs, seed, max_rel_error, min_top1_agreement, progress,
+                arguments, data_aware, masks, record_input, started) -> Report:
+    path = _materialize(model, workdir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loaded = open_model(path)
+    out = Path(output) if output is not None else default_output_path(path)
+    check_name_lengths(out, "output")
+    json_path = Path(report_path) if report_path is not None else default_report_path(out)
+    check_write_paths(_read_paths(loaded, inputs=inputs, calibration=data_aware.calibration,
+                                  eval=data_aware.eval_data, masks=masks),
+                      {"output model": out, "report": json_path})
+    for folder in {out.parent, json_path.parent}:
+        remove_stale_staging(folder if str(folder) else Path("."))
+    _check_data_files(loaded, inputs, data_aware, masks)
+    timings["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    targets = find_targets(GraphIndex(loaded.skeleton), nm)
+    select_targets(targets, includes, excludes, only_profitable, min_channels)
+    given = load_masks(masks, targets) if masks is not None else None
+    timings["analyse"] = time.perf_counter() - t0
+    dense_input = str(path) if record_input and not isinstance(model, onnx.ModelProto) else None
+    report = Report("prune", dense_input, nm, targets, output_path=str(out), arguments=arguments or {})
+    t0 = time.perf_counter()
+    # Nothing the user had changes until the pruned model is verified: the writer keeps it
+    # in staging files, parity runs on those, then model, data and report publish together.
+    with ModelWriter(loaded, out, publication) as writer:
+        if not data_aware.in_memory:
+            _prune_weights(loaded, targets, nm, writer, report, progress, given)
+        else:
+            from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
+
+            budget = prune_data_aware(loaded, targets, nm, writer, data_aware, report.zeroed, progress)
+            report.budget = asdict(budget) if budget is not None else None
+        candidate = writer.finish()
+        timings["prune_and_write"] = time.perf_counter() - t0
+        report.warnings = _warnings(targets, nm)
+        if verify:
+            from sparsify.verify.parity import check_parity  # imports onnxruntime: only when verifying
+
+            t0 = time.perf_counter()
+            report.parity = check_parity(path, candidate, input_shapes=shapes, inputs_npz=inputs, seed=seed,
+                                         max_rel_error=max_rel_error, min_top1=min_top1_agreement)
+            timings["verify"] = time.perf_counter() - t0
+        writer.stage_final()
+    if writer.data_file is not None:
+        report.output_data_file = str(writer.data_file)
+    timings["total"] = time.perf_counter() - started
+    report.timings = timings
+    report.stage_json(publication, json_path)
+    protected = {p.resolve() for _, p in _read_paths(loaded)}
+    data_file = writer.data_file
+    publication.publish(remove_after=(lambda: superseded_data_files(out, data_file, protected))
+                        if data_file is not None else None)
+    return report
 
 
 def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: str | Path | None = None,
@@ -222,6 +275,10 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
     with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
         path = _materialize(model, workdir)
         loaded = open_model(path)
+        if report_path is not None:
+            check_write_paths(_read_paths(loaded), {"report": Path(report_path)})
+            folder = Path(report_path).parent
+            remove_stale_staging(folder if str(folder) else Path("."))
         targets = find_targets(GraphIndex(loaded.skeleton), nm)
         select_targets(targets, includes, excludes, only_profitable=False)
         for rows in group_by_weight(targets):
@@ -237,10 +294,16 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
                     row.skip_reason = f"{bad} of {groups} groups hold more than {nm.n} non-zeros along axis {src.axis}"
                 else:
                     row.status = "compliant"
-        report = Report("check", str(path), nm, targets, arguments=arguments or {})
+        report = Report("check", None if isinstance(model, onnx.ModelProto) else str(path), nm, targets,
+                        arguments=arguments or {})
         report.timings = {"total": time.perf_counter() - started}
         if report_path is not None:
-            report.write_json(Path(report_path))
+            publication = Publication()
+            try:
+                report.stage_json(publication, Path(report_path))
+                publication.publish()
+            finally:
+                publication.discard()
         return report
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING
 from sparsify.errors import OutputError
 from sparsify.graph.select import predict_profit
 from sparsify.graph.targets import PruneTarget
+from sparsify.io.publish import Publication
 from sparsify.pattern import NMPattern
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ def _row(t: PruneTarget) -> dict:
 @dataclass
 class Report:
     command: str
-    input_path: str
+    input_path: str | None  # the dense model, or None when it lived only in memory / a temporary file
     pattern: NMPattern
     targets: list[PruneTarget] = field(default_factory=list)
     output_path: str | None = None
@@ -106,23 +105,20 @@ class Report:
             "warnings": self.warnings, "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
 
-    def write_json(self, path: Path) -> None:
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"{path}: report folder {parent} does not exist")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write report: {exc.strerror or exc}") from None
+    def json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+    def stage_json(self, publication: Publication, path: Path) -> None:
+        """Write the JSON into a staging file of ``publication`` (published with the model)."""
         self.report_path = str(path)
+        text = self.json_text()
+        try:
+            staged = publication.stage(path)
+            staged.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            self.report_path = None
+            raise OutputError(f"{path}: cannot write report: {exc.strerror or exc}") from None
+        publication.add(staged, path)
 
     def format_table(self, width: int = 160) -> str:
         header = ("layer", "op", "weight shape", "dtype", "axis", "status", "density", "2:4 gain", "reason")
@@ -187,6 +183,10 @@ def _parity_lines(parity: ParityResult) -> list[str]:
             lines.append(
                 f"  {o.name}: max|d| {o.max_abs_diff:.4g}  rel L2 {o.rel_l2_error:.4g}  cosine {o.cosine_similarity:.5f}{top1}"
             )
+            if o.nonfinite_mismatches:
+                lines.append(f"  {o.name}: NON-FINITE MISMATCH: {o.nonfinite_sparse_only} NaN/inf value(s) in the sparse "
+                             f"output where dense is finite, {o.nonfinite_dense_only} the reverse, "
+                             f"{o.nonfinite_differing} differing (NaN vs inf)")
     for gate in parity.gates:
         verdict = "passed" if gate.passed else "FAILED"
         value = "n/a" if gate.value is None else f"{gate.value:.4g}"

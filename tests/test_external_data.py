@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -36,11 +38,14 @@ def test_external_data_round_trip(tmp_path, one_file):
     out = tmp_path / "m.sparse.onnx"
     report = sparsify.prune(src_dir / "m.onnx", output=out)
     assert _digest(src_dir) == before  # input model and its data untouched
-    data_file = tmp_path / "m.sparse.onnx.data"
-    assert data_file.exists() and report.output_data_file == str(data_file)
+    data_file = Path(report.output_data_file)
+    assert data_file.exists() and data_file.parent == tmp_path
+    assert re.fullmatch(r"m\.sparse\.onnx\.[0-9a-f]{16}\.data", data_file.name)  # named after its content
     sparse = onnx.load(str(out), load_external_data=False)
     locations = {e.value for t in sparse.graph.initializer for e in t.external_data if e.key == "location"}
-    assert locations == {"m.sparse.onnx.data"}
+    assert locations == {data_file.name}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["src", "m.sparse.onnx", data_file.name,
+                                                                 "m.sparse.report.json"])
     onnx.checker.check_model(str(out))
     loaded = onnx.load(str(out))
     w = {t.name: onnx.numpy_helper.to_array(t) for t in loaded.graph.initializer}
@@ -53,10 +58,10 @@ def test_external_data_round_trip(tmp_path, one_file):
 def test_external_output_in_same_folder_never_collides(tmp_path):
     onnx.save(_two_layer(), tmp_path / "m.onnx", save_as_external_data=True, location="m.sparse.onnx.data",
               size_threshold=0)
-    with pytest.raises(OutputError, match="refusing to overwrite"):
-        sparsify.prune(tmp_path / "m.onnx", output=tmp_path / "m.sparse.onnx")
-    report = sparsify.prune(tmp_path / "m.onnx", output=tmp_path / "other.onnx")
-    assert report.parity.verified
+    before = (tmp_path / "m.sparse.onnx.data").read_bytes()
+    report = sparsify.prune(tmp_path / "m.onnx", output=tmp_path / "m.sparse.onnx")
+    assert report.parity.verified and Path(report.output_data_file).name != "m.sparse.onnx.data"
+    assert (tmp_path / "m.sparse.onnx.data").read_bytes() == before  # the input's data, never overwritten
 
 
 def test_embedded_tensors_inside_external_model_stay_embedded(tmp_path):

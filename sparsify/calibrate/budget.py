@@ -50,7 +50,13 @@ def load_eval(path: str | Path, session: ort.InferenceSession, need_labels: bool
         data = read_npz(path)
         if "labels" not in data:
             raise UsageError(f"{path}: --max-accuracy-drop needs class indices under the key 'labels'")
-        labels = np.asarray(data["labels"]).reshape(-1).astype(np.int64)
+        raw = np.asarray(data["labels"]).reshape(-1)
+        integral = raw.dtype.kind in "iub" or (raw.dtype.kind == "f" and bool(np.all(np.isfinite(raw)))
+                                                and bool(np.all(raw == np.round(raw))))
+        if not integral or (raw.size and raw.min() < 0):
+            raise UsageError(f"{path}: 'labels' must be non-negative integer class indices (got dtype {raw.dtype}"
+                             f"{', with NaN/inf or fractions' if raw.dtype.kind == 'f' else ''})")
+        labels = raw.astype(np.int64)
     return EvalData(feeds, labels)
 
 
@@ -64,11 +70,14 @@ def _rows(scores) -> np.ndarray:
 
 
 def accuracy(session: ort.InferenceSession, data: EvalData) -> float:
-    predictions = np.argmax(_first_output(session, data.feeds), axis=-1)
+    scores = _first_output(session, data.feeds)
+    predictions = np.argmax(scores, axis=-1)
     if data.labels is None or len(predictions) != len(data.labels):
         raise UsageError(f"the eval set has {0 if data.labels is None else len(data.labels)} labels but the model "
                          f"made {len(predictions)} predictions")
-    return float(np.mean(predictions == data.labels))
+    # A row with a NaN/inf score has no trustworthy prediction: it counts as wrong.
+    finite_rows = np.isfinite(scores).all(axis=-1) if np.issubdtype(scores.dtype, np.floating) else True
+    return float(np.mean((predictions == data.labels) & finite_rows))
 
 
 def accuracy_loss(dense_accuracy: float, data: EvalData) -> Callable[[ort.InferenceSession], float]:

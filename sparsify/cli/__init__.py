@@ -78,8 +78,64 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _published_note() -> str:
+    """What an interrupted run left: publication is all or nothing (see io/publish.py)."""
+    from sparsify.io.publish import PUBLISHED
+
+    if not PUBLISHED:
+        return "no output was written"
+    return "the outputs were already published: " + ", ".join(PUBLISHED)
+
+
+class _QuietOnClosedPipe:
+    """stdout that goes silent once its reader is gone (``sparsify ... | head -1``): the run
+    still publishes its outputs and exits with its own code."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self.closed_pipe = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.closed_pipe = True
+        try:  # later flushes (also at interpreter exit) go nowhere instead of failing
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    stdout = sys.stdout
+    if stdout is not None and not isinstance(stdout, _QuietOnClosedPipe):
+        sys.stdout = _QuietOnClosedPipe(stdout)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _main(argv: list[str]) -> int:
     # `sparsify MODEL.onnx ...` is shorthand for `sparsify prune MODEL.onnx ...`.
     if argv and argv[0] not in _CORE_SUBCOMMANDS and not argv[0].startswith("-") and not _is_plugin_command(argv[0]):
         argv.insert(0, "prune")
@@ -99,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsify: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("sparsify: interrupted; no output was written", file=sys.stderr)
+        print(f"sparsify: interrupted; {_published_note()}", file=sys.stderr)
         return EXIT_SIGINT
     except Terminated:
-        print("sparsify: terminated; no output was written", file=sys.stderr)
+        print(f"sparsify: terminated; {_published_note()}", file=sys.stderr)
         return EXIT_SIGTERM
     except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so, exit 1
         if os.environ.get("SPARSIFY_DEBUG"):

@@ -47,6 +47,8 @@ def add_parser(sub) -> None:
     g.add_argument("--max-output-drift", type=float, metavar="X",
                    help="keep the most sensitive layers dense until the outputs' relative L2 error is at most X")
     g.add_argument("--eval", metavar="FILE.npz", help="labelled evaluation set: the inputs plus class indices under 'labels'")
+    p.add_argument("--max-input-bytes", type=int, default=None, metavar="N",
+                   help="refuse npz files whose arrays declare more than N bytes in total (default 8 GiB)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no table (errors still go to stderr)")
     p.set_defaults(run=run)
 
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
         method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
         max_output_drift=args.max_output_drift, eval_data=args.eval, bias_correction=not args.no_bias_correction,
-        permute=args.permute, masks=args.masks,
+        permute=args.permute, masks=args.masks, max_input_bytes=args.max_input_bytes,
     )
     if not args.quiet:
         print(report.format_table())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ from onnx import TensorProto
 from sparsify.errors import InputError
 from sparsify.graph.dtypes import STORAGE, dtype_name
 from sparsify.graph.protowire import EMBEDDED_LOCATION, FileWindow, WireError, strip_raw_data
+from sparsify.io.paths import check_name_lengths
 
-__all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model"]
+__all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model", "tensor_nbytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,19 @@ class LoadedModel:
             if data_path not in sizes:
                 sizes[data_path] = data_path.stat().st_size
             size = sizes[data_path]
+            # ONNX Runtime's rule: the byte size follows from shape and dtype; a missing
+            # length means exactly that many bytes (anything after them is ignored), and a
+            # declared length that differs is refused.
+            expected = tensor_nbytes(tensor)
             if length is None:
-                length = size - offset
-            if offset + length > size or length < 0:
+                if expected is None:
+                    raise InputError(f"tensor {tensor.name!r}: external data without a length, and its size cannot "
+                                     f"be derived from dtype {dtype_name(tensor.data_type)}")
+                length = expected
+            elif expected is not None and length != expected:
+                raise InputError(f"tensor {tensor.name!r}: shape {[int(d) for d in tensor.dims]} needs {expected} "
+                                 f"bytes but its external data length is {length}")
+            if offset + length > size:
                 raise InputError(
                     f"tensor {tensor.name!r}: external data {location!r} holds {size} bytes, "
                     f"the model asks for {length} bytes at offset {offset}"
@@ -178,6 +190,29 @@ class LoadedModel:
         return values.reshape(shape)
 
 
+_FOUR_BIT = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
+
+
+def tensor_nbytes(tensor: TensorProto) -> int | None:
+    """Bytes a tensor's values take when stored raw, or None when the dtype has no fixed size."""
+    dims = [int(d) for d in tensor.dims]
+    if any(d < 0 for d in dims):
+        raise InputError(f"tensor {tensor.name!r}: negative dimension in {dims}")
+    count = math.prod(dims)
+    if tensor.data_type in _FOUR_BIT:
+        return (count + 1) // 2
+    storage = STORAGE.get(tensor.data_type)
+    if storage is not None:
+        return count * storage.itemsize
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if tensor.data_type == TensorProto.STRING or itemsize == 0:
+        return None
+    return count * itemsize
+
+
 def _typed_values(tensor: TensorProto, storage: np.dtype) -> np.ndarray:
     if tensor.data_type == TensorProto.FLOAT:
         return np.asarray(tensor.float_data, dtype=np.float32).view(storage)
@@ -207,23 +242,37 @@ def _safe_data_path(name: str, location: str, model_dir: Path) -> Path:
         raise InputError(f"tensor {name!r}: external data without a location")
     if os.path.isabs(location) or location.startswith(("/", "\\")) or "\x00" in location:
         raise InputError(f"tensor {name!r}: external data location {location!r} is absolute (refused)")
-    resolved = (model_dir / location).resolve()
-    if resolved != model_dir and model_dir not in resolved.parents:
-        raise InputError(f"tensor {name!r}: external data location {location!r} escapes the model's folder (refused)")
-    if not resolved.is_file():
-        raise InputError(f"tensor {name!r}: external data file {location!r} is missing")
+    try:
+        resolved = (model_dir / location).resolve()
+        if resolved != model_dir and model_dir not in resolved.parents:
+            raise InputError(f"tensor {name!r}: external data location {location!r} escapes the model's folder (refused)")
+        info = os.stat(resolved)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(f"tensor {name!r}: external data file {location!r} is missing") from None
+    except (OSError, RuntimeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputError(f"tensor {name!r}: external data file {location[:100]!r}: {detail}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"tensor {name!r}: external data {location!r} is not a regular file")
     return resolved
 
 
 def open_model(path: str | os.PathLike) -> LoadedModel:
     """Parse ``path`` into a skeleton; raise InputError with one clear line if it is not ONNX."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder, not an ONNX file")
+    check_name_lengths(path, "input", InputError)
     try:
-        size = path.stat().st_size
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{path}: is a folder, not an ONNX file")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path}: not a regular file (a device, FIFO or socket)")
+    try:
+        size = info.st_size
         if size == 0:
             raise InputError(f"{path}: empty file, not an ONNX model")
         with open(path, "rb") as handle:

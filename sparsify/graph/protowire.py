@@ -33,6 +33,10 @@ _CHILDREN = {
     _TENSOR: {},
 }
 _RAW_DATA = 9
+_EXTERNAL_DATA = 13
+# A file may not name the marker: its tensor would be read from (and patched into) the
+# model file's own bytes.  Any occurrence in an external_data entry is refused.
+_SENTINEL = EMBEDDED_LOCATION.encode()
 _MAX_DEPTH = 64  # nested subgraphs deeper than this are hostile, not models
 
 
@@ -127,6 +131,7 @@ def _strip(buf, start: int, end: int, kind: int, depth: int) -> bytes:
     out = bytearray()
     children = _CHILDREN[kind]
     raw_span: tuple[int, int] | None = None
+    external = False
     pos = start
     while pos < end:
         field_start = pos
@@ -155,12 +160,18 @@ def _strip(buf, start: int, end: int, kind: int, depth: int) -> bytes:
             if kind == _TENSOR and field == _RAW_DATA:
                 raw_span = (payload, length)
                 continue
+            if kind == _TENSOR and field == _EXTERNAL_DATA:
+                external = True
+                if _SENTINEL in bytes(buf[payload:pos]):
+                    raise WireError("a tensor's external data names a location reserved for sparsify's own use")
         else:
             raise WireError(f"unsupported wire type {wire}")
         if pos > end:
             raise WireError("field runs past the end of its message")
         out += buf[field_start:pos]
     if raw_span is not None:
+        if external:
+            raise WireError("a tensor holds both raw_data and external_data")
         out += _embedded_reference(*raw_span)
     return bytes(out)
 

@@ -1,27 +1,30 @@
-"""Write the pruned model: copy, patch weight bytes in place, rename atomically.
+"""Write the pruned model: copy, patch weight bytes in place, stage, publish all at once.
 
 Pruning never changes a tensor's byte length, so the output is a copy of the input whose
 weight payloads are overwritten with ``os.pwrite``: every opset import, metadata field and
 unknown field survives byte for byte, and memory stays at one weight at a time.
 
 - Embedded model: copy the file (kernel-side ``copyfile``), patch payloads.
-- External data: the output gets its own data file ``<output name>.data``; every external
-  tensor is copied into it (``copy_file_range``) and pruned ones patched; the small
-  ``.onnx`` is re-serialized with the new locations.
+- External data: the output gets its own data file; every external tensor is copied into it
+  (``copy_file_range``) and pruned ones patched; the small ``.onnx`` is re-serialized with
+  the new locations.  The data file's name carries a fingerprint of its content
+  (``<output name>.<16 hex>.data``), so a graph can only ever be paired with the data it was
+  written with, even when two runs publish to the same ``-o`` at once.
 - A pruned tensor stored in typed fields (``float_data``...) cannot be patched in place:
   the model is re-serialized from the skeleton (the row notes say its data became raw_data).
 
-Everything is written to temporary files beside the output and renamed at the end; any
-error (or SIGINT/SIGTERM) removes them, so no partial output ever appears.
+Everything is written to staging files of a :class:`~sparsify.io.publish.Publication`; the
+caller publishes them (with the report) only after verification.  Any error (or
+SIGINT/SIGTERM) removes them, so no partial output ever appears.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import hashlib
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,63 +33,67 @@ from onnx import TensorProto
 
 from sparsify.errors import OutputError
 from sparsify.graph.model_io import LoadedModel, iter_tensors
+from sparsify.io.publish import Publication
 
-__all__ = ["ModelWriter", "check_output_path", "data_file_for"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["ModelWriter", "data_file_for", "superseded_data_files"]
 
 _ALIGN_LARGE, _LARGE = 65536, 1 << 20  # page-aligned big tensors let ONNX Runtime mmap them
 
 
-def data_file_for(output: Path) -> Path:
-    return output.with_name(output.name + ".data")
+def data_file_for(output: Path, fingerprint: str) -> Path:
+    """The external-data file of ``output`` whose content has this fingerprint."""
+    return output.with_name(f"{output.name}.{fingerprint}.data")
 
 
-def check_output_path(model: LoadedModel, output: Path) -> None:
-    """Refuse outputs that would overwrite the input or cannot be written (exit 2)."""
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(f"{output}: output folder {parent} does not exist")
-    if not parent.is_dir():
-        raise OutputError(f"{output}: {parent} is not a folder")
-    if output.is_dir():
-        raise OutputError(f"{output}: is a folder")
-    protected = {model.path.resolve(), *model.external_files}
-    candidates = [output, data_file_for(output)] if model.uses_external_data else [output]
-    for path in candidates:
-        if path.resolve() in protected or (path.exists() and any(
-            p.exists() and os.path.samefile(path, p) for p in protected
-        )):
-            raise OutputError(f"{path}: refusing to overwrite the input model or its data")
+def superseded_data_files(output: Path, keep: Path, protected: set[Path]) -> list[Path]:
+    """Data files an earlier run published for ``output`` (other fingerprints), never one
+    this run reads."""
+    pattern = re.compile(re.escape(output.name) + r"\.[0-9a-f]{16}\.data$")
+    folder = output.parent if str(output.parent) else Path(".")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        path = folder / name
+        if pattern.match(name) and name != keep.name and path.resolve() not in protected:
+            found.append(path)
+    return found
 
 
 class ModelWriter:
-    """Context manager: ``replace()`` pruned tensors, then ``commit()``; errors roll back."""
+    """Context manager: ``replace()`` pruned tensors, ``finish()`` (the file to verify), then
+    ``stage_final()`` adds the model (and its data) to the publication; errors roll back."""
 
-    def __init__(self, model: LoadedModel, output: Path):
+    def __init__(self, model: LoadedModel, output: Path, publication: Publication):
         self.model = model
         self.output = output
-        self._temps: list[str] = []
+        self.publication = publication
         self._inline: dict[int, bytes] = {}
         self._new_external: dict[int, tuple[int, int]] = {}
         self._rebuild = False
         self._fd: int | None = None  # the file whose payloads we patch
+        self._fingerprint = hashlib.sha256()
+        self._pruned: dict[int, str] = {}  # tensor ordinal -> digest of its new bytes
+        self._ordinal = {id(t): i for i, t in enumerate(model.tensors)}
+        self.data_file: Path | None = None  # final external-data path, known after finish()
 
     def __enter__(self) -> ModelWriter:
         with self._rollback_on_error():
             if self.model.uses_external_data:
-                self._data_tmp = self._temp(data_file_for(self.output))
+                self._data_tmp = self.publication.stage(self.output.with_name(self.output.name + ".data"))
                 self._fd = os.open(self._data_tmp, os.O_RDWR)
                 self._copy_external_tensors()
             else:
-                self._model_tmp = self._temp(self.output)
+                self._model_tmp = self.publication.stage(self.output)
                 shutil.copyfile(self.model.path, self._model_tmp)
                 self._fd = os.open(self._model_tmp, os.O_RDWR)
         return self
 
     @contextlib.contextmanager
     def _rollback_on_error(self):
-        """Any failure removes every temporary file; OS errors become one-line OutputErrors."""
+        """Any failure removes every staging file; OS errors become one-line OutputErrors."""
         try:
             yield
         except OSError as exc:
@@ -100,18 +107,11 @@ class ModelWriter:
         if exc_type is not None:
             self.abort()
 
-    def _temp(self, final: Path) -> str:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent or ".")
-        self._temps.append(name)
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
-        os.close(fd)
-        return name
-
     def _copy_external_tensors(self) -> None:
         position = 0
         sources: dict[Path, int] = {}
         try:
-            for tensor in self.model.tensors:
+            for ordinal, tensor in enumerate(self.model.tensors):
                 loc = self.model.location(tensor)
                 if loc.kind != "external":
                     continue
@@ -119,8 +119,13 @@ class ModelWriter:
                     position = -(-position // _ALIGN_LARGE) * _ALIGN_LARGE
                 if loc.path not in sources:
                     sources[loc.path] = os.open(loc.path, os.O_RDONLY)
+                    info = os.fstat(sources[loc.path])
+                    # The copied bytes are identified by their source file's identity and range.
+                    self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
+                                             f"{info.st_mtime_ns}".encode())
                 _copy_range(sources[loc.path], self._fd, loc.offset, position, loc.length)
                 self._new_external[id(tensor)] = (position, loc.length)
+                self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
                 position += loc.length
         finally:
             for fd in sources.values():
@@ -134,6 +139,7 @@ class ModelWriter:
         elif loc.kind == "external":
             offset, length = self._new_external[id(tensor)]
             self._pwrite(data, offset, length)
+            self._pruned[self._ordinal[id(tensor)]] = hashlib.sha256(data).hexdigest()
         else:
             self._inline[id(tensor)] = bytes(data)
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
@@ -151,35 +157,37 @@ class ModelWriter:
             raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
 
     def finish(self) -> Path:
-        """Write everything to temporary files; return the one to verify.  Nothing the user
-        had is touched until :meth:`publish`."""
+        """Write everything to staging files; return the one to verify.  Nothing the user
+        had is touched until the publication is published."""
         with self._rollback_on_error():
             os.close(self._fd)
             self._fd = None
             if self.model.uses_external_data:
-                self._candidate = self._temp(self.output)
+                for ordinal in sorted(self._pruned):
+                    self._fingerprint.update(f"|{ordinal}={self._pruned[ordinal]}".encode())
+                self.data_file = data_file_for(self.output, self._fingerprint.hexdigest()[:16])
+                self._candidate = self.publication.scratch(self.output)
                 self._write_proto(self._candidate, data_name=os.path.basename(self._data_tmp))
             elif self._rebuild or self._inline:
-                self._candidate = self._temp(self.output)
+                self._candidate = self.publication.stage(self.output)
                 self._write_proto(self._candidate, data_name=None)
             else:
                 self._candidate = self._model_tmp
         return Path(self._candidate)
 
-    def publish(self) -> None:
-        """Rename the finished files into place (the model last)."""
+    def stage_final(self) -> None:
+        """Add the finished files to the publication: the data file, then the model."""
         with self._rollback_on_error():
             if self.model.uses_external_data:
-                final_proto = self._temp(self.output)
-                self._write_proto(final_proto, data_name=data_file_for(self.output).name)
-                os.replace(self._data_tmp, data_file_for(self.output))
-                os.replace(final_proto, self.output)
+                assert self.data_file is not None  # set by finish()
+                final_proto = self.publication.stage(self.output)
+                self._write_proto(final_proto, data_name=self.data_file.name)
+                self.publication.add(self._data_tmp, self.data_file)
+                self.publication.add(final_proto, self.output)
             else:
-                os.replace(self._candidate, self.output)
-        self._temps = [t for t in self._temps if os.path.exists(t)]
-        self.abort()
+                self.publication.add(self._candidate, self.output)
 
-    def _write_proto(self, path: str, data_name: str | None) -> None:
+    def _write_proto(self, path: Path, data_name: str | None) -> None:
         """Re-serialize the skeleton with every embedded payload restored."""
         final = onnx.ModelProto()
         final.CopyFrom(self.model.skeleton)
@@ -190,6 +198,7 @@ class ModelWriter:
                 new = self._inline.get(id(original))
                 if loc.kind == "external":
                     offset, length = self._new_external[id(original)]
+                    assert data_name is not None
                     _set_external(tensor, data_name, offset, length)
                 elif loc.kind == "embedded":
                     _set_raw(tensor, new if new is not None else os.pread(source.fileno(), loc.length, loc.offset))
@@ -202,18 +211,7 @@ class ModelWriter:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        for name in self._temps:
-            try:
-                os.unlink(name)
-            except FileNotFoundError:
-                pass
-        self._temps = []
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        self.publication.discard()
 
 
 def _set_raw(tensor: TensorProto, data: bytes) -> None:

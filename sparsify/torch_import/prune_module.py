@@ -48,7 +48,7 @@ def prune_torch(module, example_inputs, output, *, masks: dict | None = None, ex
     with tempfile.TemporaryDirectory(prefix="sparsify-torch-") as workdir:
         dense = export_to_onnx(module, example_inputs, Path(workdir) / "dense.onnx", exporter)
         if masks is None:
-            return prune(dense, output=output, **prune_kwargs)
+            return prune(dense, output=output, record_input=False, **prune_kwargs)
         parameters = dict(module.named_parameters())
         unknown = sorted(set(masks) - set(parameters))
         if unknown:
@@ -56,7 +56,7 @@ def prune_torch(module, example_inputs, output, *, masks: dict | None = None, ex
         onnx_masks = _place_masks(masks, parameters, dense)
         masks_path = Path(workdir) / "masks.npz"
         np.savez(masks_path, **onnx_masks)
-        return prune(dense, output=output, masks=str(masks_path), **prune_kwargs)
+        return prune(dense, output=output, masks=str(masks_path), record_input=False, **prune_kwargs)
 
 
 def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs):
@@ -82,7 +82,7 @@ def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs
         if prune_kwargs.get("masks"):
             prune_kwargs["masks"] = _onnx_keyed_masks(prune_kwargs["masks"], dict(program.module().named_parameters()),
                                                       dense, Path(workdir))
-        return prune(dense, output=output, **prune_kwargs)
+        return prune(dense, output=output, record_input=False, **prune_kwargs)
 
 
 def _onnx_keyed_masks(masks_path: str, parameters: dict, dense: Path, workdir: Path) -> str:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
-from sparsify.npz import read_npz
+from sparsify.npz import read_npz, scan_npz
 
-__all__ = ["CannotMakeInputs", "load_feeds", "parse_input_shapes", "random_feeds"]
+__all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_npz_inputs", "load_feeds", "parse_input_shapes",
+           "random_feeds", "specs_from_graph", "specs_from_session"]
 
 
 class CannotMakeInputs(Exception):
@@ -71,28 +74,98 @@ def random_feeds(session: ort.InferenceSession, shapes: dict[str, list[int]], se
     return [feed]
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input as the checks need it: name, numpy dtype (None: unknown), dims (None: dynamic)."""
+
+    name: str
+    dtype: type | None
+    shape: tuple[int | None, ...] | None  # None: rank unknown
+
+
+def specs_from_session(session: ort.InferenceSession) -> list[InputSpec]:
+    return [InputSpec(i.name, _ORT_TYPES.get(i.type),
+                      tuple(d if isinstance(d, int) and d >= 0 else None for d in i.shape))
+            for i in session.get_inputs()]
+
+
+def specs_from_graph(graph: onnx.GraphProto, ir_version: int) -> list[InputSpec]:
+    """The graph's run-time inputs (an initializer listed as an input is one only from IR 4)."""
+    initializers = {t.name for t in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in initializers:
+            continue  # before IR 4 a listed initializer is no input; from IR 4 feeding it is optional
+        tensor = value.type.tensor_type
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).type if tensor.elem_type else None
+        except (KeyError, TypeError, ValueError):
+            dtype = None
+        shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else None
+                      for d in tensor.shape.dim) if tensor.HasField("shape") else None
+        specs.append(InputSpec(value.name, dtype, shape))
+    return specs
+
+
+_ACCEPTS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b"}
+
+
+def check_arrays_fit(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], np.dtype]],
+                     specs: list[InputSpec]) -> int:
+    """Check (shape, dtype) of each input's array against the graph input; return the sample
+    count.  An array with one more axis than the input holds samples along axis 0; one of the
+    input's rank is a single batch (inputs of unknown rank are not checked)."""
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise UsageError(f"{path}: no array for model input {missing[0]!r} (keys: {', '.join(sorted(arrays)) or 'none'})")
+    counts = set()
+    for spec in specs:
+        shape, dtype = arrays[spec.name]
+        if spec.dtype is not None:
+            want = np.dtype(spec.dtype).kind
+            if dtype.kind not in _ACCEPTS.get(want, want):
+                raise UsageError(f"{path}: input {spec.name!r}: array dtype {dtype} does not fit the model's "
+                                 f"{np.dtype(spec.dtype)} input")
+        if spec.shape is None:
+            continue
+        rank = len(spec.shape)
+        if len(shape) not in (rank, rank + 1):
+            raise UsageError(f"{path}: input {spec.name!r}: array of rank {len(shape)}; the model input has rank "
+                             f"{rank} (or {rank + 1} with samples stacked along axis 0)")
+        stacked = len(shape) == rank + 1
+        if stacked and shape[0] == 0:
+            raise UsageError(f"{path}: input {spec.name!r} holds no samples (axis 0 has length 0)")
+        sample = shape[1:] if stacked else shape
+        for axis, (want_dim, got) in enumerate(zip(spec.shape, sample)):
+            if want_dim is not None and want_dim != got:
+                raise UsageError(f"{path}: input {spec.name!r}: axis {axis} has length {got}, the model expects {want_dim}")
+        counts.add(shape[0] if stacked else 1)
+    if len(counts) > 1:
+        raise UsageError(f"{path}: inputs hold different numbers of samples ({sorted(counts)})")
+    return counts.pop() if counts else 1
+
+
 def load_feeds(path: str | Path, session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
-    """Samples from an .npz (keys = input names).
+    """Samples from an .npz (keys = input names), checked against the model's inputs first.
 
     An array with one more axis than the input holds samples stacked along axis 0 (each is
     run on its own); an array of the input's rank is run as one batch.
     """
     path = Path(path)
     arrays = read_npz(path)
-    inputs = {i.name: i for i in session.get_inputs()}
-    missing = sorted(set(inputs) - set(arrays))
-    if missing:
-        raise UsageError(f"{path}: no array for model input {missing[0]!r} (keys: {', '.join(sorted(arrays)) or 'none'})")
-    counts = set()
-    for name, info in inputs.items():
-        stacked = arrays[name].ndim == len(info.shape) + 1
-        counts.add(arrays[name].shape[0] if stacked else 1)
-        if not stacked:
-            arrays[name] = arrays[name][None]
-        dtype = _ORT_TYPES.get(info.type)
-        if dtype is not None and arrays[name].dtype != dtype:
-            arrays[name] = arrays[name].astype(dtype)
-    if len(counts) != 1:
-        raise UsageError(f"{path}: inputs hold different numbers of samples ({sorted(counts)})")
-    count = counts.pop()
-    return [{name: arrays[name][i] for name in inputs} for i in range(count)]
+    specs = specs_from_session(session)
+    count = check_arrays_fit(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, specs)
+    for spec in specs:
+        array = arrays[spec.name]
+        if spec.shape is None or array.ndim != len(spec.shape) + 1:
+            array = array[None]
+        if spec.dtype is not None and array.dtype != spec.dtype:
+            array = array.astype(spec.dtype)
+        arrays[spec.name] = array
+    return [{spec.name: arrays[spec.name][i] for spec in specs} for i in range(count)]
+
+
+def check_npz_inputs(path: str | Path, graph: onnx.GraphProto, ir_version: int, extra_keys: tuple[str, ...] = ()) -> None:
+    """Up-front check of an npz of model inputs against the graph, from its headers alone."""
+    headers = scan_npz(path)
+    check_arrays_fit(path, {k: v for k, v in headers.items() if k not in extra_keys}, specs_from_graph(graph, ir_version))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,15 @@ class OutputParity:
     rel_l2_error: float
     cosine_similarity: float
     top1_agreement: float | None  # only for outputs that look like class scores [batch, classes]
+    # Non-finite values (NaN, +-inf) count: a mismatch makes rel_l2_error and max_abs_diff inf
+    # and fails every gate.  Values non-finite in both with the same value (NaN/NaN, inf/inf) match.
+    nonfinite_sparse_only: int = 0  # non-finite in the candidate where the dense output is finite
+    nonfinite_dense_only: int = 0  # non-finite in the dense output where the candidate is finite
+    nonfinite_differing: int = 0  # non-finite in both but different (NaN vs inf, +inf vs -inf)
+
+    @property
+    def nonfinite_mismatches(self) -> int:
+        return self.nonfinite_sparse_only + self.nonfinite_dense_only + self.nonfinite_differing
 
 
 @dataclass
@@ -50,7 +60,19 @@ class ParityResult:
         return all(g.passed for g in self.gates)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: non-finite floats become the strings "inf", "-inf", "nan" (JSON has no
+        such numbers)."""
+        return _json_safe(asdict(self))
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _looks_like_class_scores(array: np.ndarray) -> bool:
@@ -58,8 +80,19 @@ def _looks_like_class_scores(array: np.ndarray) -> bool:
 
 
 def metrics(name: str, dense: np.ndarray, sparse: np.ndarray) -> OutputParity:
+    """Parity of one output.  Where both are finite: max |d|, relative L2, cosine.  Every
+    position where exactly one side is non-finite, or both are but differ, is counted, and
+    any such position makes the relative error (and max |d|) inf."""
     d, s = dense.astype(np.float64).ravel(), sparse.astype(np.float64).ravel()
-    finite = np.isfinite(d) & np.isfinite(s)
+    if d.shape != s.shape:
+        raise ValueError(f"output {name!r}: dense has {d.size} values, the candidate {s.size}")
+    d_ok, s_ok = np.isfinite(d), np.isfinite(s)
+    sparse_only = int(np.count_nonzero(d_ok & ~s_ok))
+    dense_only = int(np.count_nonzero(~d_ok & s_ok))
+    both = ~d_ok & ~s_ok
+    same = (np.isnan(d) & np.isnan(s)) | (d == s)
+    differing = int(np.count_nonzero(both & ~same))
+    finite = d_ok & s_ok
     d, s = d[finite], s[finite]
     diff = d - s
     norm_d, norm_s = float(np.linalg.norm(d)), float(np.linalg.norm(s))
@@ -69,10 +102,15 @@ def metrics(name: str, dense: np.ndarray, sparse: np.ndarray) -> OutputParity:
         cosine = float(np.dot(d, s) / (norm_d * norm_s))
     else:
         cosine = 1.0 if norm_d == norm_s else 0.0
+    if sparse_only + dense_only + differing:
+        max_abs = rel = float("inf")
     top1 = None
-    if _looks_like_class_scores(dense):
-        top1 = float(np.mean(np.argmax(dense, axis=-1) == np.argmax(sparse, axis=-1)))
-    return OutputParity(name, max_abs, rel, cosine, top1)
+    if _looks_like_class_scores(dense) and dense.shape == sparse.shape:
+        agree = np.argmax(dense, axis=-1) == np.argmax(sparse, axis=-1)
+        # A row whose scores mismatch in finiteness has no meaningful argmax: it disagrees.
+        row_bad = (np.isfinite(dense) != np.isfinite(sparse)).any(axis=-1)
+        top1 = float(np.mean(agree & ~row_bad))
+    return OutputParity(name, max_abs, rel, cosine, top1, sparse_only, dense_only, differing)
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -86,20 +124,35 @@ def _first_line(exc: BaseException) -> str:
     return (text[-1] if text else type(exc).__name__)[:300]
 
 
+def _nonfinite_reason(result: ParityResult) -> str:
+    bad = [o for o in result.outputs if o.nonfinite_mismatches]
+    if not bad:
+        return ""
+    o = bad[0]
+    return (f"output {o.name!r}: {o.nonfinite_sparse_only} value(s) non-finite only in the candidate, "
+            f"{o.nonfinite_dense_only} only in the dense model, {o.nonfinite_differing} differing")
+
+
 def apply_gates(result: ParityResult, max_rel_error: float | None, min_top1: float | None) -> None:
-    """Append the requested gates (evaluated on result.outputs) to result.gates."""
+    """Append the requested gates (evaluated on result.outputs) to result.gates.  A
+    non-finite mismatch in any output fails every gate."""
+    nonfinite = _nonfinite_reason(result) if result.verified else ""
     if max_rel_error is not None:
         value = max((o.rel_l2_error for o in result.outputs), default=None) if result.verified else None
-        reason = "" if value is not None else f"not evaluated: {result.reason or 'no outputs'}"
-        result.gates.append(Gate("max_rel_error", max_rel_error, value, value is not None and value <= max_rel_error, reason))
+        reason = nonfinite or ("" if value is not None else f"not evaluated: {result.reason or 'no outputs'}")
+        passed = value is not None and value <= max_rel_error and not nonfinite
+        result.gates.append(Gate("max_rel_error", max_rel_error, value, passed, reason))
     if min_top1 is not None:
         values = [o.top1_agreement for o in result.outputs if o.top1_agreement is not None]
         value = min(values) if values and result.verified else None
-        if value is None:
+        if nonfinite:
+            reason = nonfinite
+        elif value is None:
             reason = f"not evaluated: {result.reason}" if not result.verified else "not evaluated: no output looks like class scores [batch, classes]"
         else:
             reason = ""
-        result.gates.append(Gate("min_top1_agreement", min_top1, value, value is not None and value >= min_top1, reason))
+        passed = value is not None and value >= min_top1 and not nonfinite
+        result.gates.append(Gate("min_top1_agreement", min_top1, value, passed, reason))
 
 
 def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str, list[int]],

@@ -7,13 +7,12 @@ profiles) comes from ``options.py``; everything it produces (log, inspector JSON
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparsify.errors import MissingComponent
+from sparsify.io.publish import write_atomically
 from sparsify_tensorrt.errors import translate_build_error
 from sparsify_tensorrt.options import BuildOptions, config_arguments, typing_plan
 
@@ -58,14 +57,7 @@ def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions) -> Bui
                 network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None)())
     except Exception as exc:  # noqa: BLE001 - Polygraphy/TensorRT raise many types; each becomes one line
         raise translate_build_error(exc, log.getvalue()) from None
-    fd, tmp = tempfile.mkstemp(dir=plan_path.parent, prefix=f".{plan_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(engine_bytes)
-        os.replace(tmp, plan_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(plan_path, engine_bytes)
     engine: trt.ICudaEngine = EngineFromBytes(engine_bytes)()
     inspector: trt.EngineInspector = engine.create_engine_inspector()
     info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)

@@ -11,7 +11,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from sparsify.errors import GateFailed, MissingComponent, OutputError, UsageError
+from sparsify.errors import GateFailed, MissingComponent, UsageError
+from sparsify.io.paths import check_write_paths
+from sparsify.io.publish import write_atomically
 
 __all__ = ["build_section", "merge_build_report", "plugin"]
 
@@ -95,17 +97,6 @@ def build_section(node_names: list[str], log: str | None, inspector_json: str | 
     return section
 
 
-def _check_output(path: Path, model_path: Path) -> None:
-    if path.resolve() == model_path.resolve():
-        raise OutputError(f"{path}: the engine would overwrite the input model")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a folder")
-    if not path.parent.is_dir():
-        raise OutputError(f"{path.parent}: folder does not exist")
-    if not os.access(path.parent, os.W_OK):
-        raise OutputError(f"{path.parent}: not writable")
-
-
 def _load_report(path: Path | None) -> dict | None:
     if path is None:
         return None
@@ -118,6 +109,50 @@ def _load_report(path: Path | None) -> dict | None:
     return report
 
 
+def _reference(args: argparse.Namespace, report: dict | None, model_path: Path) -> Path | None:
+    """The dense model parity compares against: --reference, else the report's ``input``.
+    Never the model itself, and never a guess: without one, parity is a usage error."""
+    if args.reference:
+        reference = Path(args.reference)
+    elif report is not None and report.get("input"):
+        reference = Path(report["input"])
+        if not reference.is_file():
+            raise UsageError(f"the report's dense input {reference} no longer exists: give --reference DENSE.onnx "
+                             "(or --no-verify)")
+    elif args.no_verify:
+        return None
+    elif report is not None:
+        raise UsageError("the report's dense model lived only in memory or a temporary folder (its 'input' is null): "
+                         "give --reference DENSE.onnx (or --no-verify)")
+    else:
+        raise UsageError("parity needs the dense model: give --reference DENSE.onnx or the prune --report "
+                         "(or --no-verify)")
+    if reference.exists() and model_path.exists() and os.path.samefile(reference, model_path):
+        raise UsageError(f"the dense reference {reference} is the model being built: parity would compare the model "
+                         "with itself; give the dense model as --reference")
+    return reference
+
+
+def _check_paths(args, loaded, reference_model, output: Path, report_path: Path | None) -> None:
+    """Written paths never equal read ones (the report and timing cache are updated in place, atomically)."""
+    reads = [("input model", loaded.path), *(("input model's external data", p) for p in sorted(loaded.external_files))]
+    if reference_model is not None:
+        reads += [("--reference model", reference_model.path),
+                  *(("--reference external data", p) for p in sorted(reference_model.external_files))]
+    if args.inputs:
+        reads.append(("--inputs file", Path(args.inputs)))
+    writes = {"engine": output}
+    if args.benchmark and not args.dense:
+        writes["dense engine"] = output.with_name(f"{output.stem}.dense{output.suffix or '.plan'}")
+    if report_path is not None:
+        reads.append(("--report", report_path))
+        writes["--report"] = report_path
+    if args.timing_cache:
+        reads.append(("--timing-cache", Path(args.timing_cache)))
+        writes["--timing-cache"] = Path(args.timing_cache)
+    check_write_paths(reads, writes, in_place=("--report", "--timing-cache"))
+
+
 def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> int:
     """Validate everything that needs no TensorRT first (bad input: exit 2), then build (exit 5
     without TensorRT)."""
@@ -128,19 +163,16 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
 
     model_path, output = Path(args.model), Path(args.output)
     loaded = open_model(model_path)  # one-line InputError for missing/corrupt models
-    _check_output(output, model_path)
     report_path = Path(args.report) if args.report else None
     report = _load_report(report_path)
-    reference = Path(args.reference) if args.reference else None
-    if reference is None and report and report.get("input") and Path(report["input"]).is_file():
-        reference = Path(report["input"])
-    if reference is not None:
-        open_model(reference)
     if args.iterations < 1:
         raise UsageError("--iterations must be at least 1")
     options = BuildOptions(args.precision, args.dense, args.workspace,
                            Path(args.timing_cache) if args.timing_cache else None,
                            parse_shapes(args.shapes, loaded.skeleton), has_qdq(loaded.skeleton))
+    reference = _reference(args, report, model_path)
+    reference_model = open_model(reference) if reference is not None else None
+    _check_paths(args, loaded, reference_model, output, report_path)
     if not available:
         raise MissingComponent(f"sparsify build needs TensorRT and a GPU ({reason}); install 'sparsify-tensorrt[gpu]' "
                                "on a machine with an NVIDIA GPU, or use docker/Dockerfile.tensorrt")
@@ -174,15 +206,15 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # runner chatter off; the summary below says what matters
     if not args.no_verify or args.benchmark:
-        session, feeds, inputs_label = _feeds(reference or model_path, args)
+        session, feeds, inputs_label = _feeds(reference or model_path, args)  # feeds only, with --no-verify
         if not args.no_verify:
             parity = _parity(session, output, feeds, inputs_label, args)
             section["parity"] = parity.to_dict()
-            section["parity_reference"] = str(reference or model_path)
+            section["parity_reference"] = str(reference)
         if args.benchmark:
             section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
     if report is not None and report_path is not None:
-        report_path.write_text(json.dumps(merge_build_report(report, section), indent=2))
+        write_atomically(report_path, json.dumps(merge_build_report(report, section), indent=2, allow_nan=False) + "\n")
     _print_summary(section)
     if parity is not None and not parity.gates_passed:
         failed = [g for g in parity.gates if not g.passed]
