@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsify.calibrate.session import InMemoryModel
-from sparsify.graph.index import attr
+from sparsify.graph.index import int_attr
 from sparsify.graph.targets import PruneTarget
 
 __all__ = ["ActivationStats", "activation_input", "collect_stats"]
@@ -50,8 +50,8 @@ def activation_input(target: PruneTarget) -> tuple[str, int]:
     if node.op_type == "MatMul":
         return other, (-1 if target.input_index == 1 else -2)
     if target.input_index == 1:  # Gemm(X, W): X is A
-        return other, (0 if int(attr(node, "transA", 0)) else 1)
-    return other, (1 if int(attr(node, "transB", 0)) else 0)
+        return other, (0 if int_attr(node, "transA", 0, 0, 1) else 1)
+    return other, (1 if int_attr(node, "transB", 0, 0, 1) else 0)
 
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
-from sparsify.graph.index import GraphIndex, attr, is_default_domain
+from sparsify.graph.index import GraphIndex, int_attr, is_default_domain
 from sparsify.graph.targets import PruneTarget
 
 __all__ = ["ChannelChain", "find_chain"]
@@ -52,8 +52,8 @@ def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
     2-D constant weight, else None."""
     if node.op_type == "MatMul":
         slot, out_axis = 1, 1
-    elif node.op_type == "Gemm" and not int(attr(node, "transA", 0)):
-        slot, out_axis = 1, 0 if int(attr(node, "transB", 0)) else 1
+    elif node.op_type == "Gemm" and not int_attr(node, "transA", 0, 0, 1):
+        slot, out_axis = 1, 0 if int_attr(node, "transB", 0, 0, 1) else 1
         if len(node.input) > 2 and node.input[2]:
             return None  # Gemm's own bias C would need permuting too; keep the rule simple
     else:
@@ -75,7 +75,7 @@ def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
     node = consumer.node
     if node is None or node.op_type not in ("MatMul", "Gemm") or consumer.input_index != 1:
         return "permutation: only MatMul/Gemm layers whose weight is the right operand"
-    if node.op_type == "Gemm" and int(attr(node, "transA", 0)):
+    if node.op_type == "Gemm" and int_attr(node, "transA", 0, 0, 1):
         return "permutation: Gemm with transA"
     src = consumer.source
     if src is None or src.quant is not None or len(src.tensor.dims) != 2:

@@ -8,7 +8,9 @@ from functools import cached_property
 import onnx
 from onnx import TensorProto
 
-__all__ = ["GraphIndex", "attr", "is_default_domain", "node_label"]
+from sparsify.errors import InputError
+
+__all__ = ["GraphIndex", "attr", "int_attr", "ints_attr", "is_default_domain", "node_label"]
 
 
 def is_default_domain(node: onnx.NodeProto) -> bool:
@@ -20,6 +22,43 @@ def attr(node: onnx.NodeProto, name: str, default=None):
         if attribute.name == name:
             return onnx.helper.get_attribute_value(attribute)
     return default
+
+
+_INT, _INTS = onnx.AttributeProto.INT, onnx.AttributeProto.INTS
+
+
+def _find(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
+    return next((a for a in node.attribute if a.name == name), None)
+
+
+def _where(node: onnx.NodeProto, name: str) -> str:
+    return f"node {node.name or node.op_type!r} ({node.op_type}): attribute {name!r}"
+
+
+def int_attr(node: onnx.NodeProto, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    """An INT attribute checked for type and range (``lo``/``hi`` inclusive); a malformed one is
+    bad input (exit 2), never an ``int()`` crash."""
+    found = _find(node, name)
+    if found is None:
+        return default
+    if found.type != _INT:
+        raise InputError(f"{_where(node, name)} must be an integer, got {onnx.AttributeProto.AttributeType.Name(found.type)}")
+    value = int(found.i)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{'' if lo is None else lo}, {'' if hi is None else hi}]"
+        raise InputError(f"{_where(node, name)} is {value}, outside {bounds}")
+    return value
+
+
+def ints_attr(node: onnx.NodeProto, name: str) -> list[int] | None:
+    """An INTS attribute (None when absent), checked for type."""
+    found = _find(node, name)
+    if found is None:
+        return None
+    if found.type != _INTS:
+        raise InputError(f"{_where(node, name)} must be a list of integers, got "
+                         f"{onnx.AttributeProto.AttributeType.Name(found.type)}")
+    return [int(v) for v in found.ints]
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -49,6 +88,7 @@ class GraphIndex:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
         self.labels: dict[int, str] = {}
+        self._constant_memo: dict[str, bool] = {}
         for index, node in enumerate(self.graph.node):
             self.labels[id(node)] = node_label(node, index)
             for out in node.output:
@@ -88,8 +128,34 @@ class GraphIndex:
                     return attribute.t, "constant"
         return None
 
-    def is_constant(self, name: str, _seen: set[str] | None = None) -> bool:
-        """True when ``name`` is computed from stored data alone (no graph input)."""
+    def is_constant(self, name: str) -> bool:
+        """True when ``name`` is computed from stored data alone (no graph input).
+
+        Iterative with a memo: a chain of 100,000 nodes must not hit Python's recursion limit,
+        and a shared sub-expression is examined once."""
+        memo = self._constant_memo
+        stack: list[tuple[str, bool]] = [(name, False)]
+        visiting: set[str] = set()
+        while stack:
+            current, expanded = stack.pop()
+            if current in memo:
+                continue
+            inputs = [i for i in self.producers[current].input if i] if current in self.producers else []
+            if expanded:  # every input is decided now
+                visiting.discard(current)
+                memo[current] = bool(inputs) and all(memo.get(i, False) for i in inputs)
+                continue
+            leaf = self._constant_leaf(current)
+            if leaf is not None or current in visiting:  # a name met again below itself: a cycle
+                memo[current] = bool(leaf)
+                continue
+            visiting.add(current)
+            stack.append((current, True))
+            stack.extend((i, False) for i in inputs if i not in memo)
+        return memo[name]
+
+    def _constant_leaf(self, name: str) -> bool | None:
+        """The answer for names that need no look at a producer's inputs; None otherwise."""
         if name in self.initializers:
             return not self.overridable(name)
         if name in self.graph_inputs or name in self.sparse_initializers:
@@ -99,9 +165,4 @@ class GraphIndex:
             return False
         if node.op_type == "Constant":
             return True
-        seen = _seen if _seen is not None else set()
-        if name in seen:
-            return False
-        seen.add(name)
-        inputs = [i for i in node.input if i]
-        return bool(inputs) and all(self.is_constant(i, seen) for i in inputs)
+        return None

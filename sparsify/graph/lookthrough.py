@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
-from sparsify.graph.index import GraphIndex, attr
+from sparsify.errors import InputError
+from sparsify.graph.dtypes import dtype_name
+from sparsify.graph.index import GraphIndex, int_attr, ints_attr
 
 __all__ = ["LOOK_THROUGH_OPS", "QuantParams", "WeightSource", "resolve_weight"]
 
@@ -50,16 +52,15 @@ class WeightSource:
 
 def _describe(node: onnx.NodeProto) -> str:
     if node.op_type == "Transpose":
-        return f"Transpose(perm={list(attr(node, 'perm', []) or [])})"
+        return f"Transpose(perm={ints_attr(node, 'perm') or []})"
     if node.op_type == "Cast":
-        to = attr(node, "to", 0)
-        return f"Cast(to={TensorProto.DataType.Name(to).lower() if to else '?'})"
+        return f"Cast(to={dtype_name(int_attr(node, 'to', 0)) if int_attr(node, 'to', 0) else '?'})"
     return node.op_type
 
 
 def _perm(node: onnx.NodeProto, rank: int) -> list[int]:
-    perm = attr(node, "perm", None)
-    return list(perm) if perm else list(reversed(range(rank)))
+    perm = ints_attr(node, "perm")
+    return perm if perm else list(reversed(range(rank)))
 
 
 def resolve_weight(index: GraphIndex, name: str, op_axis: int) -> WeightSource | str:
@@ -114,6 +115,8 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
     if quant is not None and dq_axis is not None:
         quant.axis = dq_axis
     shape = [int(d) for d in tensor.dims]
+    if quant is not None:
+        _check_quant_shapes(quant, shape)
     op_shape = shape
     for step in reversed(steps):
         if step.op_type == "Transpose":
@@ -134,10 +137,33 @@ def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantPa
     for value in (scale, zero_point):
         if isinstance(value, str):
             return value
-    axis = int(attr(node, "axis", 1))
+    axis = int_attr(node, "axis", 1)
     per_tensor = scale is None or len(scale.dims) == 0 or all(d == 1 for d in scale.dims)
     if per_tensor:
         axis = 0  # a scalar scale has no axis; DequantizeLinear ignores it
     elif not -rank <= axis < rank:
         return f"DequantizeLinear axis {axis} does not exist on a rank-{rank} weight"
-    return QuantParams(node, scale, zero_point, axis % rank, int(attr(node, "block_size", 0) or 0))
+    return QuantParams(node, scale, zero_point, axis % rank, int_attr(node, "block_size", 0, 0))
+
+
+def _check_quant_shapes(quant: QuantParams, shape: list[int]) -> None:
+    """Scale and zero point must fit the weight (per-tensor, per-axis or blocked, as in the
+    DequantizeLinear spec); anything else is a malformed model (exit 2), not a numpy crash."""
+    where = f"DequantizeLinear {quant.node.name or quant.node.output[0]!r}"
+    scale, zero = quant.scale, quant.zero_point
+    if scale is None:
+        raise InputError(f"{where}: no scale input")
+    scale_dims = [int(d) for d in scale.dims]
+    if zero is not None and [int(d) for d in zero.dims] != scale_dims:
+        raise InputError(f"{where}: zero point shape {[int(d) for d in zero.dims]} differs from scale shape {scale_dims}")
+    if all(d == 1 for d in scale_dims) and not quant.block_size:
+        return  # per-tensor
+    length = shape[quant.axis]
+    if quant.block_size:
+        want = [-(-d // quant.block_size) if i == quant.axis else d for i, d in enumerate(shape)]
+        if scale_dims != want:
+            raise InputError(f"{where}: blocked scale shape {scale_dims} does not fit weight {shape} with block_size "
+                             f"{quant.block_size} along axis {quant.axis} (expected {want})")
+    elif scale_dims != [length]:
+        raise InputError(f"{where}: per-axis scale shape {scale_dims} does not fit the weight's {length} entries "
+                         f"along axis {quant.axis}")

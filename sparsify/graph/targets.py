@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from sparsify.graph.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
-from sparsify.graph.index import GraphIndex, attr, is_default_domain
+from sparsify.graph.index import GraphIndex, int_attr, is_default_domain
 from sparsify.graph.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
 from sparsify.pattern import NMPattern
 
@@ -74,7 +74,7 @@ def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, in
         if const[1]:
             return [(1, -2)]
         return [(0, -1)] if const[0] else []
-    trans_a, trans_b = int(attr(node, "transA", 0)), int(attr(node, "transB", 0))
+    trans_a, trans_b = int_attr(node, "transA", 0, 0, 1), int_attr(node, "transB", 0, 0, 1)
     if const[0] and const[1]:
         return "both operands are constant (fold the Gemm instead)"
     if const[1]:
@@ -113,7 +113,7 @@ def _eligibility(index: GraphIndex, node, target: PruneTarget, src: WeightSource
     if node.op_type == "Conv":
         if len(src.op_shape) < 3:
             return f"Conv weight of rank {len(src.op_shape)} (expected >= 3)"
-        group = int(attr(node, "group", 1))
+        group = int_attr(node, "group", 1, 1)
         if group > 1 and src.op_shape[1] == 1:
             return "depthwise Conv (C/group = 1): no group to prune along"
     if node.op_type == "Gemm" and len(src.op_shape) != 2:

@@ -13,7 +13,7 @@ import onnx
 
 from sparsify.calibrate.options import METHODS, NEEDS_CALIBRATION
 from sparsify.graph.dtypes import FLOAT_TYPES, from_float, to_float32
-from sparsify.graph.index import attr
+from sparsify.graph.index import int_attr, ints_attr
 from sparsify.graph.lookthrough import WeightSource
 from sparsify.graph.prune_weight import PruneResult, ReadBits, nonzero_mask, prune_weight
 from sparsify.masks.nm import nm_violations
@@ -33,8 +33,8 @@ def needs_hessian(method: str, node: onnx.NodeProto) -> bool:
 
 def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | None:
     if node.op_type == "Conv":
-        kernel = attr(node, "kernel_shape", None)
-        if int(attr(node, "group", 1)) != 1:
+        kernel = ints_attr(node, "kernel_shape")
+        if int_attr(node, "group", 1, 1) != 1:
             return "sparsegpt handles ungrouped convolutions only"
         if src is not None and any(d != 1 for d in src.op_shape[2:]):
             return "sparsegpt handles 1x1 convolutions only"
