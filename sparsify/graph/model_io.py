@@ -64,7 +64,10 @@ def iter_tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
 
 
 def _external_info(tensor: TensorProto) -> dict[str, str]:
-    return {entry.key: entry.value for entry in tensor.external_data}
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    if any(isinstance(v, bytes) for item in info.items() for v in item) or isinstance(tensor.name, bytes):
+        raise InputError(f"tensor {tensor.name!r}: external data entries are not valid UTF-8 text (corrupt model?)")
+    return info
 
 
 class LoadedModel:
@@ -257,6 +260,25 @@ def _safe_data_path(name: str, location: str, model_dir: Path) -> Path:
     return resolved
 
 
+def _check_text(path: Path, model: onnx.ModelProto) -> None:
+    """Names the pass reads must be text: protobuf hands back ``bytes`` for a string field
+    that is not valid UTF-8, which would break name lookups and the JSON report."""
+    graph = model.graph
+
+    def bad(values, what: str) -> None:
+        if any(isinstance(v, bytes) for v in values):
+            raise InputError(f"{path}: {what} is not valid UTF-8 text (corrupt model?)")
+
+    for index, node in enumerate(graph.node):
+        bad((node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in node.attribute)),
+            f"a name in node #{index}")
+    for tensor in graph.initializer:
+        bad((tensor.name, *(v for e in tensor.external_data for v in (e.key, e.value))), "an initializer name or external-data entry")
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        bad((value.name,), "a graph input/output name")
+    bad((o.domain for o in model.opset_import), "an opset domain")
+
+
 def open_model(path: str | os.PathLike) -> LoadedModel:
     """Parse ``path`` into a skeleton; raise InputError with one clear line if it is not ONNX."""
     path = Path(path)
@@ -290,6 +312,7 @@ def open_model(path: str | os.PathLike) -> LoadedModel:
         raise InputError(f"{path}: not an ONNX model (corrupt or truncated: {exc})") from None
     if skeleton.ir_version < 1 or not skeleton.HasField("graph"):
         raise InputError(f"{path}: not an ONNX model (no ir_version or graph)")
+    _check_text(path, skeleton)
     duplicates = [n for n, c in Counter(t.name for t in skeleton.graph.initializer).items() if c > 1]
     if duplicates:
         raise InputError(f"{path}: duplicate initializer name {duplicates[0]!r}")

@@ -115,7 +115,7 @@ def metrics(name: str, dense: np.ndarray, sparse: np.ndarray) -> OutputParity:
 
 def _session(path: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
