@@ -536,3 +536,21 @@ def test_nothing_names_the_internal_marker_in_outputs(tmp_path, capsys):
     assert run_cli(capsys, "prune", model)[0] == 0
     assert b"sparsify-embedded" not in (tmp_path / "m.sparse.onnx").read_bytes()
     assert re.search(r"sparsify-embedded", (tmp_path / "m.sparse.report.json").read_text()) is None
+
+
+def test_triton_force_never_deletes_the_model_it_exports(tmp_path, capsys):
+    repository = tmp_path / "repo"
+    (repository / "m" / "1").mkdir(parents=True)
+    model = mlp(repository / "m" / "1", name="m.onnx")
+    before = digest(repository)
+    refused(capsys, "which this run reads", "triton", model, "--repository", repository, "--force")
+    assert digest(repository) == before
+
+
+def test_torch_runtime_report_onto_its_recipe_is_refused(tmp_path, capsys):
+    pytest.importorskip("torch")
+    recipe = Path(__file__).parent / "recipes" / "tiny_mlp.py"
+    copy = tmp_path / "recipe.py"
+    copy.write_bytes(recipe.read_bytes())
+    refused(capsys, "refusing to overwrite", "torch-runtime", copy, "--report", copy)
+    assert copy.read_bytes() == recipe.read_bytes()

@@ -165,6 +165,8 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     loaded = open_model(model_path)  # one-line InputError for missing/corrupt models
     report_path = Path(args.report) if args.report else None
     report = _load_report(report_path)
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must be a non-negative integer below 2**63, got {args.seed}")
     if args.iterations < 1:
         raise UsageError("--iterations must be at least 1")
     options = BuildOptions(args.precision, args.dense, args.workspace,

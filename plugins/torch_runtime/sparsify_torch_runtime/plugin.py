@@ -40,13 +40,16 @@ class TorchRuntimePlugin:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from sparsify.io.paths import check_write_paths
+    from sparsify.io.publish import write_atomically
     from sparsify.lottery.recipe import load_recipe
     from sparsify_torch_runtime import GraphedModel, convert, cusparselt_unavailable_reason, format_decisions
     from sparsify_torch_runtime.timing import graphed_time_us
 
     # Bad input is exit 2 on any machine; only then does a missing GPU make it exit 5.
-    if args.report and not Path(args.report).parent.is_dir():
-        raise UsageError(f"--report {args.report}: folder does not exist")
+    if args.report:
+        reads = [("recipe", Path(args.recipe))] + ([("--weights file", Path(args.weights))] if args.weights else [])
+        check_write_paths(reads, {"--report": Path(args.report)})
     recipe = load_recipe(args.recipe)
     model = recipe.model
     if args.weights:
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         result["benchmark"] = {"dense_ms": dense_ms, "sparse_ms": sparse_ms, "speedup": dense_ms / sparse_ms}
         print(f"end to end (CUDA graphs): dense {dense_ms:.3f} ms, 2:4 {sparse_ms:.3f} ms, {dense_ms / sparse_ms:.2f}x")
     if args.report:
-        Path(args.report).write_text(json.dumps(result, indent=2))
+        write_atomically(Path(args.report), json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -38,6 +38,17 @@ class TritonPlugin:
             p.set_defaults(run=lambda args: (_ for _ in ()).throw(MissingComponent(f"triton plugin: {info.reason}")))
 
 
+def _refuse_replacing_inputs(target: Path, reads: list[Path]) -> None:
+    """--force replaces the model folder: never when a file this run reads lives inside it."""
+    if not target.exists():
+        return
+    root = target.resolve()
+    for path in reads:
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise UsageError(f"{target}: replacing it would delete {path}, which this run reads; export to another name")
+
+
 def export(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     loaded = open_model(model_path)
@@ -56,6 +67,7 @@ def export(args: argparse.Namespace) -> int:
     target = repository / name
     if target.exists() and not args.force:
         raise OutputError(f"{target}: already exists (use --force to replace it)")
+    _refuse_replacing_inputs(target, [model_path, *loaded.external_files, *([Path(args.plan)] if args.plan else [])])
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repository))
     try:
         version = staging / str(args.model_version)
