@@ -9,5 +9,5 @@ fi
 # Deployment plugins register through entry points; the core names none of them.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e plugins/triton -e plugins/tensorrt -e plugins/torch_runtime
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt onnxconverter-common
-# TensorRT itself cannot be installed here; its type stubs can (without their 'tensorrt' dependency).
+# TensorRT's own wheels download from NVIDIA's servers; its type stubs come from PyPI (without their 'tensorrt' dependency).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps tensorrt-stubs==10.13.0.35.1

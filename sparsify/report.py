@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -13,15 +14,24 @@ from typing import TYPE_CHECKING
 from sparsify.errors import OutputError
 from sparsify.graph.select import predict_profit
 from sparsify.graph.targets import PruneTarget
+from sparsify.io.jsonsafe import json_safe
 from sparsify.io.publish import Publication
 from sparsify.pattern import NMPattern
 
 if TYPE_CHECKING:
     from sparsify.verify.parity import ParityResult
 
-__all__ = ["SCHEMA_VERSION", "Report", "library_versions"]
+__all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "Report", "library_versions", "validate_report"]
 
 SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schema") / "report.schema.json"
+
+
+def validate_report(data: dict) -> None:
+    """Raise if ``data`` does not follow the report's JSON Schema (needs ``jsonschema``)."""
+    import jsonschema
+
+    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
 
 
 def library_versions() -> dict[str, str]:
@@ -106,7 +116,10 @@ class Report:
         }
 
     def json_text(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False) + "\n"
+        data = json_safe(self.to_dict())
+        if os.environ.get("SPARSIFY_VALIDATE_REPORTS"):  # the test suite checks every report it writes
+            validate_report(data)
+        return json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n"
 
     def stage_json(self, publication: Publication, path: Path) -> None:
         """Write the JSON into a staging file of ``publication`` (published with the model)."""

@@ -1,4 +1,4 @@
-"""The core imports with numpy, onnx, onnxruntime and onnx-graphsurgeon only: every
+"""The core imports with numpy, onnx and onnxruntime only: every
 sparsify module must import while torch and tensorrt are unimportable."""
 
 import subprocess

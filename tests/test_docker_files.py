@@ -25,4 +25,4 @@ def test_dockerfile_paths_exist(name):
 
 def test_tensorrt_image_installs_the_build_plugin():
     text = (ROOT / "docker" / "Dockerfile.tensorrt").read_text()
-    assert "./plugins/tensorrt" in text and "./plugins/triton" in text and '".[tensorrt]"' in text
+    assert '"./plugins/tensorrt[gpu]"' in text and "./plugins/triton" in text and "[tensorrt]" not in text

@@ -16,7 +16,7 @@ from sparsify.cli import main
 def boom(*args, **kwargs):
     if sys.argv[1] == "bug":
         raise ZeroDivisionError("injected")
-    raise MissingComponent("TensorRT is not installed: pip install 'sparsify[tensorrt]'")
+    raise MissingComponent("TensorRT is not installed: pip install 'sparsify-tensorrt[gpu]'")
 
 sparsify.api.prune = boom
 raise SystemExit(main(["prune", "model.onnx"]))
@@ -45,4 +45,4 @@ def test_debug_env_shows_traceback():
 def test_missing_component_exits_5():
     result = _run("missing")
     assert result.returncode == 5
-    assert result.stderr.strip() == "sparsify: error: TensorRT is not installed: pip install 'sparsify[tensorrt]'"
+    assert result.stderr.strip() == "sparsify: error: TensorRT is not installed: pip install 'sparsify-tensorrt[gpu]'"

@@ -68,7 +68,7 @@ def test_embedded_bytes_disagree_with_shape(tmp_path):
 
 def test_external_length_disagrees_with_shape(tmp_path):
     (tmp_path / "d.bin").write_bytes(b"\0" * 64)
-    assert_refused(cli(_external_model(tmp_path, "d.bin", length=64)), "needs 128 bytes but 64 are stored")
+    assert_refused(cli(_external_model(tmp_path, "d.bin", length=64)), "needs 128 bytes but its external data length is 64")
 
 
 def test_absurd_shape_is_refused_in_bounded_memory(tmp_path):

@@ -8,7 +8,15 @@ import signal
 import sys
 import traceback
 
-from sparsify.errors import EXIT_INTERNAL, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, SparsifyError, Terminated
+from sparsify.errors import (
+    EXIT_INTERNAL,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    MissingComponent,
+    SparsifyError,
+    Terminated,
+)
 
 __all__ = ["main"]
 
@@ -20,7 +28,9 @@ class _Parser(argparse.ArgumentParser):
         raise SparsifyError(message) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI.  Plugin commands are listed from metadata; only ``command``'s plugin (the one
+    about to run) is imported and registers its real parser."""
     from sparsify import __version__
     from sparsify.cli import check, lottery, prune
 
@@ -32,33 +42,89 @@ def build_parser() -> argparse.ArgumentParser:
     lottery.add_parser(sub)
     plugins_cmd = sub.add_parser("plugins", help="list deployment plugins and whether they are usable")
     plugins_cmd.set_defaults(run=_list_plugins)
-    for info in _plugins():
-        if info.plugin is not None:
-            try:
-                info.plugin.add_parser(sub, info)
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the core CLI
-                info.available, info.reason = False, f"its CLI failed to register: {exc}"
+    parser.set_defaults(missing_plugin=None)
+    for word in _plugin_commands():
+        if word == command:
+            missing = _register_plugin(sub, word)
+            if missing is not None:
+                parser.set_defaults(missing_plugin=(word, missing))
+        else:
+            _stub(sub, word, _command_help(word))
     return parser
 
 
-_PLUGINS = None
+def _plugin_commands() -> list[str]:
+    """The project's plugin commands plus any other installed plugin's entry-point name."""
+    from sparsify.plugins import PLUGIN_COMMANDS
+
+    owned = {c.entry_point for c in PLUGIN_COMMANDS.values()}
+    return [*PLUGIN_COMMANDS, *sorted(n for n in _entry_points() if n not in owned and n not in _CORE_SUBCOMMANDS)]
 
 
-def _plugins():
-    """Discovered once per process; discovery problems never break the core commands."""
-    global _PLUGINS
-    if _PLUGINS is None:
-        from sparsify.plugins import discover
+def _entry_points() -> dict:
+    try:
+        from sparsify.plugins import entry_points
 
-        try:
-            _PLUGINS = discover()
-        except Exception:  # noqa: BLE001
-            _PLUGINS = []
-    return _PLUGINS
+        return entry_points()
+    except Exception:  # noqa: BLE001 - broken metadata must not break the core commands
+        return {}
+
+
+def _command_help(word: str) -> str:
+    from sparsify.plugins import PLUGIN_COMMANDS
+
+    known = PLUGIN_COMMANDS.get(word)
+    entry = known.entry_point if known else word
+    text = known.help if known else f"plugin {word}"
+    return text if entry in _entry_points() else f"{text} [plugin not installed: {known.package if known else word}]"
+
+
+def _stub(sub, word: str, help_text: str) -> None:
+    stub = sub.add_parser(word, help=help_text, add_help=False)
+    stub.add_argument("rest", nargs=argparse.REMAINDER)
+    stub.set_defaults(run=lambda args: _missing_plugin(word))
+
+
+def _missing_plugin(word: str, reason: str = "") -> int:
+    from sparsify.plugins import PLUGIN_COMMANDS
+
+    known = PLUGIN_COMMANDS.get(word)
+    if known is None:
+        raise MissingComponent(f"sparsify {word}: its plugin is unavailable ({reason})")
+    how = f"pip install {known.package} (from the sparsify source: pip install ./{known.source})"
+    detail = f" ({reason})" if reason else ""
+    raise MissingComponent(f"sparsify {word} needs the {known.package} plugin{detail}: {how}")
+
+
+def _register_plugin(sub, word: str) -> str | None:
+    """Import the plugin providing ``word`` and let it add its parser.  A missing or broken
+    plugin leaves a stub; returns why ("" when simply not installed), None when registered."""
+    from sparsify.plugins import PLUGIN_COMMANDS, load
+
+    known = PLUGIN_COMMANDS.get(word)
+    entry = _entry_points().get(known.entry_point if known else word)
+    if entry is None:
+        _stub(sub, word, _command_help(word))
+        return ""
+    info = load(entry)
+    if info.plugin is None:
+        _stub(sub, word, info.reason)
+        return info.reason
+    try:
+        info.plugin.add_parser(sub, info)  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the core CLI
+        _stub(sub, word, f"its CLI failed to register: {exc}")
+        return f"its CLI failed to register: {exc}"
+    return None
 
 
 def _list_plugins(args) -> int:
-    infos = _plugins()
+    from sparsify.plugins import discover
+
+    try:
+        infos = discover()
+    except Exception:  # noqa: BLE001
+        infos = []
     if not infos:
         print("no plugins installed (entry-point group 'sparsify.plugins')")
     for info in infos:
@@ -71,7 +137,7 @@ def _is_plugin_command(word: str) -> bool:
     # A model path ends in .onnx (or exists); only then is it the shorthand for prune.
     if word.endswith((".onnx", ".pt2")) or os.path.isfile(word):
         return False
-    return any(word in getattr(info.plugin, "commands", [info.name]) for info in _plugins())
+    return word in _plugin_commands()
 
 
 def _on_sigterm(signum, frame):
@@ -141,7 +207,10 @@ def _main(argv: list[str]) -> int:
         argv.insert(0, "prune")
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        parser = build_parser()
+        parser = build_parser(argv[0] if argv else None)
+        missing = parser.get_default("missing_plugin")
+        if missing is not None and not {"-h", "--help"} & set(argv):
+            return _missing_plugin(*missing)  # before parsing: the real parser is not there to accept its flags
         try:
             args = parser.parse_args(argv)
         except SparsifyError as exc:

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--include", action="append", metavar="REGEX", help="prune only layers/weights matching (repeatable)")
     p.add_argument("--exclude", action="append", metavar="REGEX", help="skip layers/weights matching (repeatable)")
     p.add_argument("--only-profitable", action="store_true",
-                   help=f"skip layers too small for TensorRT to pick a sparse kernel (C_in*k and C_out >= {DEFAULT_MIN_CHANNELS})")
+                   help=f"skip layers too small for TensorRT to pick a sparse kernel (C_in·k² and C_out >= {DEFAULT_MIN_CHANNELS}, k×k kernel)")
     p.add_argument("--min-channels", type=int, default=DEFAULT_MIN_CHANNELS, help=argparse.SUPPRESS)
     p.add_argument("--masks", metavar="MASKS.npz",
                    help="apply these 0/1 masks (keys = weight names as in the report) instead of computing masks")

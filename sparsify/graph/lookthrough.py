@@ -1,7 +1,7 @@
 """Follow a weight from the op that consumes it back to the tensor that stores it.
 
 Weights reach Conv/MatMul/Gemm directly or through Identity, Cast, Transpose,
-QuantizeLinear and DequantizeLinear (FIELD-NOTES: axis rules).  A Transpose moves the
+QuantizeLinear and DequantizeLinear (docs/sources.md#axis-rules).  A Transpose moves the
 reduction axis: output axis ``i`` is input axis ``perm[i]``.
 """
 

@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_MIN_CHANNELS", "compile_patterns", "predict_profit", "select
 DEFAULT_MIN_CHANNELS = 256
 
 # 2:4 vs dense kernel-time ratios measured on an H200 (torch 2.11 + cuSPARSELt 0.8, CUDA-graphed,
-# GEMMs with M >= 4096 rows; FIELD-NOTES "GPU measurements"): the range over the shapes tried.
+# GEMMs with M >= 4096 rows; docs/sources.md#kernel-ratios): the range over the shapes tried.
 MEASURED_KERNEL_SPEEDUP = {"float16": (1.08, 1.52), "bfloat16": (1.08, 1.54), "int8": (1.45, 2.21), "uint8": (1.45, 2.21)}
 
 
@@ -27,7 +27,7 @@ def predict_profit(target: PruneTarget, min_channels: int = DEFAULT_MIN_CHANNELS
     """Will a sparse kernel likely win for this layer?  (prediction, why)."""
     c_in = target.reduction_length * target.kernel_positions
     if c_in < min_channels or target.output_features < min_channels:
-        return False, (f"too small for a sparse kernel to win (C_in*k={c_in}, C_out={target.output_features}; "
+        return False, (f"too small for a sparse kernel to win (C_in·k²={c_in}, C_out={target.output_features}; "
                        f"needs both >= {min_channels})")
     speedup = MEASURED_KERNEL_SPEEDUP.get(target.dtype)
     if speedup is None:

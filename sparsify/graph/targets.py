@@ -1,6 +1,6 @@
 """Find every Conv/MatMul/Gemm weight, its reduction axis, and whether it can be pruned.
 
-Axis rules (TensorRT's, see FIELD-NOTES): Conv W[M, C/g, k...] -> axis 1; MatMul with a
+Axis rules (TensorRT's, docs/sources.md#axis-rules): Conv W[M, C/g, k...] -> axis 1; MatMul with a
 constant right operand -> axis -2 (K), constant left operand -> axis -1; Gemm B ->
 ``1 if transB else 0``, constant A -> ``0 if transA else 1``.  Every target that cannot be
 pruned carries the reason in ``skip_reason``.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from sparsify.io.jsonsafe import json_safe
 from sparsify.verify.feeds import CannotMakeInputs, load_feeds, random_feeds
 
 __all__ = ["Gate", "OutputParity", "ParityResult", "apply_gates", "check_parity", "metrics"]
@@ -62,17 +62,7 @@ class ParityResult:
     def to_dict(self) -> dict:
         """JSON-ready: non-finite floats become the strings "inf", "-inf", "nan" (JSON has no
         such numbers)."""
-        return _json_safe(asdict(self))
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
+        return json_safe(asdict(self))
 
 
 def _looks_like_class_scores(array: np.ndarray) -> bool:

@@ -1,6 +1,6 @@
 """TensorRT engine build step (a sparsify plugin): ``sparsify build``.
 
-What runs without TensorRT (and is tested here): precision conversion of the ONNX graph,
+What runs without TensorRT (and is tested on the CPU): precision conversion of the ONNX graph,
 parsing TensorRT's sparsity log lines, and matching TensorRT layer names back to the pruned
 layers.  The builder itself (``build.py``, Polygraphy loaders) needs TensorRT and a GPU.
 """

@@ -1,6 +1,6 @@
 """The engine build itself, through Polygraphy's TensorRT loaders.  Needs TensorRT and a GPU:
-type-checked against tensorrt-stubs (mypy, in the tests) but never run in this repository —
-TensorRT cannot be installed where it is developed.  Everything it decides (typing, flags,
+type-checked against tensorrt-stubs (mypy, in the tests) but not yet run against a real
+TensorRT.  Everything it decides (typing, flags,
 profiles) comes from ``options.py``; everything it produces (log, inspector JSON) is parsed by
 ``buildlog.py`` / ``inspector.py``; both are tested on the CPU."""
 

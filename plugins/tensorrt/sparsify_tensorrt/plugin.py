@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from sparsify.errors import GateFailed, MissingComponent, UsageError
+from sparsify.io.jsonsafe import json_safe
 from sparsify.io.paths import check_write_paths
 from sparsify.io.publish import write_atomically
 
@@ -216,7 +217,12 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
         if args.benchmark:
             section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
     if report is not None and report_path is not None:
-        write_atomically(report_path, json.dumps(merge_build_report(report, section), indent=2, allow_nan=False) + "\n")
+        merged = json_safe(merge_build_report(report, section))
+        if os.environ.get("SPARSIFY_VALIDATE_REPORTS"):
+            from sparsify.report import validate_report
+
+            validate_report(merged)
+        write_atomically(report_path, json.dumps(merged, indent=2, allow_nan=False) + "\n")
     _print_summary(section)
     if parity is not None and not parity.gates_passed:
         failed = [g for g in parity.gates if not g.passed]

@@ -51,7 +51,7 @@ class LayerDecision:
 def size_rule(tokens: int, in_features: int, out_features: int, output_layout: str) -> tuple[bool, str]:
     """Whether a 2:4 layer is expected to beat dense, without measuring.
 
-    From the H200 measurements in FIELD-NOTES: the cuSPARSELt kernel beats cuBLAS by 1.08-1.5x
+    From the H200 measurements in docs/sources.md#kernel-ratios: the cuSPARSELt kernel beats cuBLAS by 1.08-1.5x
     once tokens >= ~1024 and both feature dimensions are >= ~1024, and loses at small token
     counts.  A row-major output costs one copy of ``tokens x out``, about ``470 / in_features`` of
     the GEMM's own time (13% measured at in=4096), so a row-major layer needs in >= 4096 to keep

@@ -1,7 +1,7 @@
 """``GraphedModel``: replay a model's forward as a CUDA graph, one graph per input shape.
 
 Per-call host work (Python, dispatch, cuSPARSELt plan setup: 300-800 us per sparse call in
-torch's eager path, FIELD-NOTES) is paid once at capture; a replay launches the recorded kernels.
+torch's eager path, docs/sources.md#kernel-ratios) is paid once at capture; a replay launches the recorded kernels.
 Inputs are copied into static buffers; outputs live in the graph's memory and are overwritten by
 the next call with the same shape (``clone_outputs=True`` returns copies).
 """

@@ -3,7 +3,7 @@
 The call is ``torch._cslt_sparse_mm(W_c, x.t(), bias)``: the weight is the sparse *left*
 operand and the activations enter transposed, which is the kernel measured fastest on the H200
 (1.47x dense at 8192x4096->16384 fp16); asking cuSPARSELt for a transposed result instead picks
-a kernel 2.3x slower (FIELD-NOTES).  The product comes out as ``[out, tokens]`` row-major, i.e.
+a kernel 2.3x slower (docs/sources.md#kernel-ratios).  The product comes out as ``[out, tokens]`` row-major, i.e.
 the ``[tokens, out]`` result is column-major.  ``output_layout`` says what happens next:
 
 - ``"row"`` (default): one copy to row-major, so attention stays on its flash kernel and
