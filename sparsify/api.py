@@ -7,10 +7,9 @@ load (skeleton) -> find targets -> select -> prune + write (one weight at a time
 from __future__ import annotations
 
 import logging
-import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,10 +69,9 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
         src = rows[0].source
         assert src is not None
         bits = model.read_bits_scratch(src.tensor)
+        note = ""
         if masks is not None:
             result, note = apply_given_mask(bits, src, masks[src.name], pattern, model.read_bits)
-            if note:
-                rows[0].notes.append(note)
         else:
             result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
         del bits
@@ -84,6 +82,8 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
         report.zeroed[src.name] = result.zeroed
         for row in rows:
             row.status = "pruned" if result.new_bits is not None else "already_nm"
+            if note:  # a given mask that is not N:M: applied, but no sparse weight
+                row.status, row.skip_reason = "masked_not_nm", note
             row.density_before, row.density_after = result.density_before, result.density_after
             row.method = "given mask" if masks is not None else "magnitude"
         if progress:
@@ -98,6 +98,10 @@ def _warnings(targets: list[PruneTarget], pattern: NMPattern) -> list[str]:
             f"{len(fp32)} sparse weight(s) are float32: TensorRT runs fp32 as TF32 with 1:2, not 2:4 "
             "sparsity; convert to fp16/bf16 (the build step does) to use the 2:4 kernels"
         )
+    not_nm = {t.weight for t in targets if t.status == "masked_not_nm"}
+    if not_nm:
+        warnings.append(f"{len(not_nm)} given mask(s) are not {pattern} along the reduction axis: applied, but those "
+                        f"weights are not counted as sparse ({', '.join(sorted(not_nm)[:3])}{' ...' if len(not_nm) > 3 else ''})")
     if not pattern.hardware_supported:
         warnings.append(f"pattern {pattern} is not accelerated by Sparse Tensor Cores (they run 2:4)")
     return warnings
@@ -137,6 +141,15 @@ def _check_data_files(loaded: LoadedModel, inputs: str | None, data_aware: DataA
             check_npz_inputs(path, graph, ir_version, extra_keys=("labels",) if path == data_aware.eval_data else ())
 
 
+def _as_list(value) -> list:
+    """A repeatable option: one string (or path) is one item, never its characters."""
+    if value is None:
+        return []
+    if isinstance(value, str | Path):
+        return [value]
+    return list(value)
+
+
 def _check_seed(seed: int) -> None:
     if not 0 <= seed < 2**63:
         raise UsageError(f"--seed must be a non-negative integer below 2**63, got {seed}")
@@ -150,16 +163,16 @@ def _check_gate_values(max_rel_error: float | None, min_top1: float | None) -> N
 
 
 def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path | None = None, *,
-          report_path: str | Path | None = None, include: list[str] | None = None,
-          exclude: list[str] | None = None, only_profitable: bool = False,
+          report_path: str | Path | None = None, include: str | Sequence[str] | None = None,
+          exclude: str | Sequence[str] | None = None, only_profitable: bool = False,
           min_channels: int = DEFAULT_MIN_CHANNELS, verify: bool = True,
           input_shapes: list[str] | dict[str, list[int]] | None = None, inputs: str | None = None,
           seed: int = 0, max_rel_error: float | None = None, min_top1_agreement: float | None = None,
           progress: Progress | None = None, arguments: dict | None = None, method: str = "magnitude",
-          calibration: list[str] | None = None, max_accuracy_drop: float | None = None,
+          calibration: str | Path | Sequence[str | Path] | None = None, max_accuracy_drop: float | None = None,
           max_output_drift: float | None = None, eval_data: str | None = None,
           bias_correction: bool = True, permute: bool = False, masks: str | None = None,
-          record_input: bool = True, max_input_bytes: int | None = None) -> Report:
+          record_input: bool = True, max_input_bytes: int | None = None, inputs_label: str | None = None) -> Report:
     """Prune every eligible Conv/MatMul/Gemm weight to N:M and write the sparse model.
 
     ``method``: magnitude (default), wanda or sparsegpt (these need ``calibration`` .npz
@@ -171,6 +184,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     ``masks``: an .npz of 0/1 masks keyed by stored weight name, applied instead of computing
     masks (validated in full before anything is written; weights without one stay dense).
     ``max_input_bytes``: cap on what each npz file may declare (default 8 GiB).
+    ``inputs_label``: what the report and table call ``inputs`` (front ends: "example inputs").
     ``record_input``: False when ``model`` is a temporary file (the report's ``input`` is then
     null: it names only a dense model that outlives the run, as ``sparsify build`` relies on).
 
@@ -187,12 +201,12 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         raise UsageError("--no-verify cannot be combined with a parity gate")
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}: choose from {', '.join(METHODS)}")
-    data_aware = DataAwareOptions(method, list(calibration or []), max_accuracy_drop, max_output_drift, eval_data, inputs,
+    data_aware = DataAwareOptions(method, [str(c) for c in _as_list(calibration)], max_accuracy_drop, max_output_drift, eval_data, inputs,
                                   bias_correction, permute)
     data_aware.validate()
     if masks is not None and data_aware.in_memory:
         raise UsageError("--masks applies given masks: it cannot be combined with --method, --permute or a budget")
-    includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
+    includes, excludes = compile_patterns(_as_list(include), "--include"), compile_patterns(_as_list(exclude), "--exclude")
     shapes = input_shapes if isinstance(input_shapes, dict) else _parse_input_shapes(input_shapes)
     if isinstance(model, onnx.ModelProto) and output is None:
         raise UsageError("prune(ModelProto) needs output=PATH")
@@ -202,14 +216,15 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
         with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir, input_byte_limit(max_input_bytes):
             return _prune_into(publication, model, workdir, output, report_path, nm, includes, excludes,
                                only_profitable, min_channels, verify, shapes, inputs, seed, max_rel_error,
-                               min_top1_agreement, progress, arguments, data_aware, masks, record_input, started)
+                               min_top1_agreement, progress, arguments, data_aware, masks, record_input, started,
+                               inputs_label)
     finally:
         publication.discard()
 
 
 def _prune_into(publication, model, workdir, output, report_path, nm, includes, excludes, only_profitable,
                 min_channels, verify, shapes, inputs, seed, max_rel_error, min_top1_agreement, progress,
-                arguments, data_aware, masks, record_input, started) -> Report:
+                arguments, data_aware, masks, record_input, started, inputs_label=None) -> Report:
     path = _materialize(model, workdir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -223,6 +238,10 @@ def _prune_into(publication, model, workdir, output, report_path, nm, includes, 
     for folder in {out.parent, json_path.parent}:
         remove_stale_staging(folder if str(folder) else Path("."))
     _check_data_files(loaded, inputs, data_aware, masks)
+    if shapes:
+        from sparsify.verify.feeds import check_input_shapes  # imports onnxruntime
+
+        check_input_shapes(shapes, loaded.skeleton.graph, loaded.skeleton.ir_version)
     timings["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     targets = find_targets(GraphIndex(loaded.skeleton), nm)
@@ -250,7 +269,8 @@ def _prune_into(publication, model, workdir, output, report_path, nm, includes, 
 
             t0 = time.perf_counter()
             report.parity = check_parity(path, candidate, input_shapes=shapes, inputs_npz=inputs, seed=seed,
-                                         max_rel_error=max_rel_error, min_top1=min_top1_agreement)
+                                         max_rel_error=max_rel_error, min_top1=min_top1_agreement,
+                                         inputs_label=inputs_label)
             timings["verify"] = time.perf_counter() - t0
         writer.stage_final()
     if writer.data_file is not None:
@@ -266,12 +286,12 @@ def _prune_into(publication, model, workdir, output, report_path, nm, includes, 
 
 
 def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: str | Path | None = None,
-          include: list[str] | None = None, exclude: list[str] | None = None,
+          include: str | Sequence[str] | None = None, exclude: str | Sequence[str] | None = None,
           arguments: dict | None = None) -> Report:
     """Audit which eligible weights already are N:M along their reduction axis."""
     started = time.perf_counter()
     nm = _pattern(pattern)
-    includes, excludes = compile_patterns(include, "--include"), compile_patterns(exclude, "--exclude")
+    includes, excludes = compile_patterns(_as_list(include), "--include"), compile_patterns(_as_list(exclude), "--exclude")
     with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir:
         path = _materialize(model, workdir)
         loaded = open_model(path)
@@ -305,9 +325,3 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
             finally:
                 publication.discard()
         return report
-
-
-def print_progress(done: int, total: int, name: str) -> None:
-    """A one-line progress indicator on stderr (used by the CLI on a terminal)."""
-    sys.stderr.write(f"\rpruning {done}/{total} weights" + (" " * 10 if done < total else "\n"))
-    sys.stderr.flush()

@@ -55,7 +55,7 @@ def _row(t: PruneTarget) -> dict:
         "status": t.status, "reason": t.skip_reason,
         "density_before": t.density_before, "density_after": t.density_after,
         "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
-        "output_features": t.output_features, "method": t.method or None,
+        "output_features": t.output_features, "method": t.method or None, "method_fallback": t.method_fallback,
         "sensitivity": t.sensitivity, "permutation_gain": t.permutation_gain, "predicted_profitable": profitable, "profitability": why, "notes": t.notes,
     }
 
@@ -133,20 +133,26 @@ class Report:
             raise OutputError(f"{path}: cannot write report: {exc.strerror or exc}") from None
         publication.add(staged, path)
 
-    def format_table(self, width: int = 160) -> str:
-        header = ("layer", "op", "weight shape", "dtype", "axis", "status", "density", "2:4 gain", "reason")
+    def format_table(self, wide: bool = False) -> str:
+        """The per-layer table.  Long layer names are shortened in the middle (the distinctive
+        tail stays, and no two rows look alike) unless ``wide``; reasons are never cut."""
+        prune = self.command == "prune"
+        header = ("layer", "op", "weight shape", "dtype", "axis", "status", *(("method",) if prune else ()), "density",
+                  "2:4 gain", "reason")
+        names = [t.layer for t in self.targets] if wide else _distinct_short_names([t.layer for t in self.targets], 40)
         rows = []
-        for t in self.targets:
+        for name, t in zip(names, self.targets):
             if t.density_before is None:
                 density = ""
-            elif self.command == "check":
+            elif not prune:
                 density = f"{t.density_before:.2f}"
             else:
                 density = f"{t.density_before:.2f}->{t.density_after:.2f}"
             gain = "-" if t.source is None or t.status == "skipped" else ("likely" if predict_profit(t)[0] else "unlikely")
+            method = (t.method + ("*" if t.method_fallback else "")) if t.method and t.status != "skipped" else ""
             rows.append((
-                _clip(t.layer, 36), t.op_type, "x".join(map(str, t.weight_shape)) or "-", t.dtype or "-",
-                "-" if t.axis is None else str(t.axis), t.status, density, gain, _clip(t.skip_reason, 70),
+                name, t.op_type, "x".join(map(str, t.weight_shape)) or "-", t.dtype or "-",
+                "-" if t.axis is None else str(t.axis), t.status, *((method,) if prune else ()), density, gain, t.skip_reason,
             ))
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
@@ -157,8 +163,13 @@ class Report:
 
     def _summary_lines(self) -> list[str]:
         totals = self.totals()
-        counts = ", ".join(f"{totals[s]} {s}" for s in ("pruned", "already_nm", "compliant", "non_compliant", "skipped") if s in totals)
+        counts = ", ".join(f"{totals[s]} {s}" for s in ("pruned", "already_nm", "masked_not_nm", "compliant", "non_compliant",
+                                                          "skipped") if s in totals)
         lines = [f"{totals['targets']} targets: {counts or 'none'}  (pattern {self.pattern})"]
+        fallbacks = {t.weight: t.method_fallback for t in self.targets if t.method_fallback and t.status != "skipped"}
+        if fallbacks:
+            reasons = sorted(set(fallbacks.values()))
+            lines.append(f"method*: {len(fallbacks)} weight(s) fell back to magnitude ({'; '.join(reasons)})")
         if totals["sparse_weights"] and self.command == "prune":
             lines.append(
                 f"{totals['parameters_zeroed']:,} parameters zeroed; {self.pattern} weights "
@@ -189,7 +200,8 @@ def _parity_lines(parity: ParityResult) -> list[str]:
     if not parity.verified:
         lines = [f"parity: not verified ({parity.reason})"]
     else:
-        inputs = "random inputs" if parity.inputs == "random" else f"inputs from {parity.inputs}"
+        inputs = {"random": "random inputs", "example inputs": "the model's example inputs"}.get(
+            parity.inputs, f"inputs from {parity.inputs}")
         lines = [f"parity (ONNX Runtime, {inputs}, {parity.runs} run(s)):"]
         for o in parity.outputs:
             top1 = "" if o.top1_agreement is None else f"  top-1 agreement {o.top1_agreement:.3f}"
@@ -215,8 +227,25 @@ def _json_default(value):
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _elide(text: str, limit: int) -> str:
+    """Shorten in the middle: the head and the (usually distinctive) tail stay."""
+    if len(text) <= limit:
+        return text
+    head = max(4, limit // 3)
+    return text[:head] + "…" + text[len(text) - (limit - head - 1):]
+
+
+def _distinct_short_names(names: list[str], limit: int) -> list[str]:
+    """Elided names; where two different names would look alike, those get longer."""
+    short = [_elide(n, limit) for n in names]
+    while True:
+        seen: dict[str, set[str]] = {}
+        for full, s in zip(names, short):
+            seen.setdefault(s, set()).add(full)
+        clashes = {s for s, fulls in seen.items() if len(fulls) > 1}
+        if not clashes:
+            return short
+        short = [s if s not in clashes else _elide(full, len(s) + 8) for full, s in zip(names, short)]
 
 
 def _mb(n: int) -> str:

@@ -103,7 +103,10 @@ def test_plan_export_static_shapes_and_overwrite(tmp_path):
 
 
 def test_bad_inputs_exit_2(tmp_path, sample):
-    assert cli("triton", sample, "--repository", tmp_path / "missing").returncode == 2
+    created = cli("triton", sample, "--repository", tmp_path / "new" / "repo")  # a new repository is created
+    assert created.returncode == 0 and (tmp_path / "new" / "repo" / "tiny" / "config.pbtxt").is_file(), created.stderr
+    (tmp_path / "file").write_text("x")
+    assert "not a folder" in cli("triton", sample, "--repository", tmp_path / "file").stderr
     (tmp_path / "repo").mkdir()
     assert cli("triton", sample, "--repository", tmp_path / "repo", "--plan", tmp_path / "nope.plan").returncode == 2
     bad = cli("triton", sample, "--repository", tmp_path / "repo", "--name", "a/b")

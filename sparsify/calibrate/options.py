@@ -35,6 +35,12 @@ class DataAwareOptions:
     def validate(self) -> None:
         if self.method in NEEDS_CALIBRATION and not self.calibration:
             raise UsageError(f"--method {self.method} needs --calibration FILE.npz (inputs it learns activations from)")
+        if self.calibration and self.method not in NEEDS_CALIBRATION:
+            raise UsageError("--calibration is used only by --method wanda or sparsegpt (give one, or drop --calibration)")
+        if not self.bias_correction and self.method not in NEEDS_CALIBRATION:
+            raise UsageError("--no-bias-correction applies only to --method wanda or sparsegpt")
+        if self.eval_data and not self.budget:
+            raise UsageError("--eval is used only by --max-accuracy-drop or --max-output-drift")
         if self.max_accuracy_drop is not None and self.max_output_drift is not None:
             raise UsageError("give --max-accuracy-drop or --max-output-drift, not both")
         if self.max_accuracy_drop is not None and not self.eval_data:

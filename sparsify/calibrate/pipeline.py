@@ -128,6 +128,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
                 row.method = options.method if not note else "magnitude"
                 if note:
                     row.notes.append(note)
+                    row.method_fallback = note
     budget = _apply_budget(memory, options, results, bias_updates) if options.budget else None
     written: set[str] = set()
     for rows in groups:

@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--report", help="also write the JSON report here")
     p.add_argument("--include", action="append", metavar="REGEX", help="audit only matching layers/weights")
     p.add_argument("--exclude", action="append", metavar="REGEX", help="ignore matching layers/weights")
+    p.add_argument("--wide", action="store_true", help="print full layer names")
     p.add_argument("-q", "--quiet", action="store_true", help="print no table")
     p.set_defaults(run=run)
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     report = check(args.model, args.pattern, report_path=args.report, include=args.include,
                    exclude=args.exclude, arguments=arguments)
     if not args.quiet:
-        print(report.format_table())
+        print(report.format_table(wide=args.wide))
     bad = report.count("non_compliant")
     if args.strict and bad:
         print(f"sparsify: {bad} eligible target(s) are not {report.pattern}", file=sys.stderr)

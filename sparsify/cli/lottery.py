@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sparsify.errors import EXIT_OK
 
@@ -25,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="weights kept dense (e.g. first/last)")
     p.add_argument("--no-controls", action="store_true", help="skip the random re-init and one-shot controls")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true",
+                   help="discard the stages of an earlier run with another configuration in --out")
     p.set_defaults(run=run)
 
 
@@ -38,9 +41,16 @@ def run(args: argparse.Namespace) -> int:
     config = TicketConfig(pattern=parse_pattern(args.pattern) if args.pattern else None, sparsity=args.sparsity,
                           epochs=args.epochs, rewind_epoch=args.rewind_iter, seed=args.seed, mode=args.mode,
                           exclude=args.exclude, controls=not args.no_controls)
-    report = run_lottery(args.recipe, config, args.out, progress=lambda line: print(line, flush=True))
+    report = run_lottery(args.recipe, config, args.out, progress=lambda line: print(line, flush=True), force=args.force)
     controls = ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in report["controls"].items())
     print(f"dense {report['dense_accuracy']:.4f}; ticket {report['ticket_accuracy']:.4f} at density "
           f"{report['ticket_density']:.3f}" + (f"; controls: {controls}" if controls else ""))
-    print(f"wrote {args.out}/report.json, masks.npz, ticket.pt, ticket.onnx")
+    out = Path(args.out)
+    print(f"wrote {out / 'report.json'}, {out / 'masks.npz'}, {out / 'ticket.pt'}, {out / 'ticket.onnx'}")
+    won = report.get("winning_ticket")
+    if won is None:
+        print("winning ticket: not evaluated (--no-controls)")
+    else:
+        print(f"winning ticket: {'yes' if won else 'no'} — the ticket {'beat' if won else 'did not beat'} both controls "
+              f"({report['ticket_accuracy']:.4f} vs {controls})")
     return EXIT_OK

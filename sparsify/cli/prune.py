@@ -49,12 +49,14 @@ def add_parser(sub) -> None:
     g.add_argument("--eval", metavar="FILE.npz", help="labelled evaluation set: the inputs plus class indices under 'labels'")
     p.add_argument("--max-input-bytes", type=int, default=None, metavar="N",
                    help="refuse npz files whose arrays declare more than N bytes in total (default 8 GiB)")
+    p.add_argument("--wide", action="store_true", help="print full layer names (default: long names shortened in the middle)")
     p.add_argument("-q", "--quiet", action="store_true", help="print no table (errors still go to stderr)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify.api import print_progress, prune
+    from sparsify.api import prune
+    from sparsify.progress import Progress
 
     arguments = {k: v for k, v in vars(args).items() if k != "run"}
     if args.model.endswith(".pt2"):
@@ -67,13 +69,13 @@ def run(args: argparse.Namespace) -> int:
         exclude=args.exclude, only_profitable=args.only_profitable, min_channels=args.min_channels,
         verify=not args.no_verify, input_shapes=args.input_shape, inputs=args.inputs, seed=args.seed,
         max_rel_error=args.max_rel_error, min_top1_agreement=args.min_top1_agreement,
-        progress=print_progress if sys.stderr.isatty() and not args.quiet else None, arguments=arguments,
+        progress=None if args.quiet else Progress("pruning weight"), arguments=arguments,
         method=args.method, calibration=args.calibration, max_accuracy_drop=args.max_accuracy_drop,
         max_output_drift=args.max_output_drift, eval_data=args.eval, bias_correction=not args.no_bias_correction,
         permute=args.permute, masks=args.masks, max_input_bytes=args.max_input_bytes,
     )
     if not args.quiet:
-        print(report.format_table())
+        print(report.format_table(wide=args.wide))
     if not report.gates_passed:
         failed = [g.name for g in report.parity.gates if not g.passed]
         print(f"sparsify: parity gate failed: {', '.join(failed)} (output and report were written)", file=sys.stderr)

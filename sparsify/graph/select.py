@@ -53,7 +53,11 @@ def _matches(target: PruneTarget, patterns: list[re.Pattern]) -> re.Pattern | No
 
 def select_targets(targets: list[PruneTarget], include: list[re.Pattern], exclude: list[re.Pattern],
                    only_profitable: bool, min_channels: int = DEFAULT_MIN_CHANNELS) -> None:
-    """Mark targets the user did not ask for as skipped, with the reason."""
+    """Mark targets the user did not ask for as skipped, with the reason.  An --include that
+    matches no target at all is a usage error (the run would write a copy of the input)."""
+    if include and targets and not any(_matches(t, include) for t in targets):
+        raise UsageError(f"--include {' '.join(repr(p.pattern) for p in include)} matched none of the "
+                         f"{len(targets)} layers/weights (see `sparsify check` for their names)")
     for target in targets:
         if not target.active:
             continue

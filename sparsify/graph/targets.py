@@ -51,6 +51,7 @@ class PruneTarget:
     density_after: float | None = None
     node: onnx.NodeProto | None = field(default=None, repr=False)
     method: str = ""  # the mask method that pruned it (after any fallback)
+    method_fallback: str = ""  # why the requested method was not used for this weight ("" = it was)
     sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
     permutation_gain: float | None = None  # retained-magnitude gain of --permute (0.05 = +5%)
 

@@ -175,9 +175,10 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
             masks = _masks_for(step, prunable_weights(model, config.exclude), masks)
             if config.mode == "imp":
                 model.load_state_dict(rewind_state)  # rewind the survivors
-            progress(f"{stage}: pruning to {step}, training {config.epochs} epochs")
+            target = f"{step:.4g} sparsity" if isinstance(step, float) else str(step)
+            progress(f"{stage}: pruning to {target}, training {config.epochs} epochs")
             accuracy = _train_with(recipe, masks, config.epochs, config.seed + 10 + r, progress, stage)
-            result = {"target": str(step), "density": _density(masks), "accuracy": accuracy}
+            result = {"target": f"{step:.4g}" if isinstance(step, float) else str(step), "density": _density(masks), "accuracy": accuracy}
             stages.save(stage, model, masks, result)
         rounds.append(result)
         progress(f"{stage}: {result['target']} density {result['density']:.3f} accuracy {result['accuracy']:.4f}")

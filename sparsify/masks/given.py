@@ -52,7 +52,8 @@ def load_masks(path: str | Path, targets: list[PruneTarget]) -> dict[str, np.nda
 
 def apply_given_mask(bits: np.ndarray, src: WeightSource, mask: np.ndarray, pattern: NMPattern,
                      read_bits: ReadBits) -> tuple[PruneResult, str]:
-    """Zero (or set to the zero point) every entry the mask drops; (result, note)."""
+    """Zero (or set to the zero point) every entry the mask drops; (result, note).  A note
+    means the masked weight is not N:M along its axis (it is then no sparse weight)."""
     nonzero = nonzero_mask(bits, src, read_bits)
     if src.tensor.data_type in FLOAT_TYPES:
         new_bits = np.where(mask, bits, bits.dtype.type(0))

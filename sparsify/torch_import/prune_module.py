@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from sparsify.errors import UsageError
-from sparsify.torch_import.export import export_to_onnx, require_torch
+from sparsify.torch_import.export import export_to_onnx, quiet_output, require_torch
 from sparsify.torch_import.mapping import map_parameters
 
 __all__ = ["prune_pt2", "prune_torch"]
@@ -35,18 +35,49 @@ def _place_masks(masks: dict, parameters: dict, dense: Path) -> dict[str, np.nda
     return placed
 
 
-def prune_torch(module, example_inputs, output, *, masks: dict | None = None, exporter: str = "legacy", **prune_kwargs):
+def _example_feeds(example_inputs, dense: Path, workdir: Path) -> str | None:
+    """The module's example inputs as an npz keyed by the exported graph's input names (what
+    parity then runs on), or None when they do not line up one to one."""
+    args = example_inputs if isinstance(example_inputs, tuple | list) else (example_inputs,)
+    arrays = [_as_array(a) for a in args if hasattr(a, "detach") or isinstance(a, np.ndarray)]
+    graph = onnx.load(str(dense), load_external_data=False).graph
+    stored = {t.name for t in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in stored]
+    if len(arrays) != len(args) or len(arrays) != len(names):
+        return None
+    path = workdir / "example_inputs.npz"
+    np.savez(path, **dict(zip(names, arrays, strict=True)))
+    return str(path)
+
+
+def _with_example_inputs(prune_kwargs: dict, example_inputs, dense: Path, workdir: Path) -> dict:
+    """Parity runs on the example inputs the user gave (not random ones) unless --inputs says otherwise."""
+    if prune_kwargs.get("inputs") or prune_kwargs.get("verify") is False:
+        return prune_kwargs
+    feeds = _example_feeds(example_inputs, dense, workdir)
+    if feeds is None:
+        return prune_kwargs
+    return {**prune_kwargs, "inputs": feeds, "inputs_label": "example inputs"}
+
+
+def prune_torch(module, example_inputs, output, *, masks: dict | None = None, exporter: str = "legacy",
+                input_names: list[str] | None = None, output_names: list[str] | None = None,
+                dynamic_axes: dict | None = None, **prune_kwargs):
     """Export ``module`` with ``example_inputs`` and prune it into ``output`` (.onnx).
 
     ``masks``: {parameter name: 0/1 tensor of the parameter's shape}; each lands on the ONNX
-    weight that holds that parameter (found by value, transposed as exported).  Returns the
-    Report of the ONNX pass (parity: ONNX Runtime dense export vs sparse).
+    weight that holds that parameter (found by value, transposed as exported).  Parity runs on
+    ``example_inputs`` (unless ``inputs=`` names an npz).  ``input_names``, ``output_names`` and
+    ``dynamic_axes`` go to the exporter.  Returns the Report of the ONNX pass (its ``input`` is
+    null: the dense export lives in a temporary folder).
     """
     require_torch()
     from sparsify.api import prune
 
     with tempfile.TemporaryDirectory(prefix="sparsify-torch-") as workdir:
-        dense = export_to_onnx(module, example_inputs, Path(workdir) / "dense.onnx", exporter)
+        dense = export_to_onnx(module, example_inputs, Path(workdir) / "dense.onnx", exporter,
+                               input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes)
+        prune_kwargs = _with_example_inputs(prune_kwargs, example_inputs, dense, Path(workdir))
         if masks is None:
             return prune(dense, output=output, record_input=False, **prune_kwargs)
         parameters = dict(module.named_parameters())
@@ -71,9 +102,12 @@ def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
-        program = torch.export.load(str(path))
+        with quiet_output():
+            program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure to load is bad input
-        raise UsageError(f"{path}: not a loadable torch.export archive ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()
+        raise UsageError(f"{path}: not a loadable torch.export archive ({type(exc).__name__}: "
+                         f"{first[0][:200] if first else ''})") from None
     args = program.example_inputs[0] if program.example_inputs else ()
     output = Path(output) if output is not None else default_output_path(path.with_suffix(".onnx"))
     with tempfile.TemporaryDirectory(prefix="sparsify-pt2-") as workdir:
@@ -82,6 +116,7 @@ def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs
         if prune_kwargs.get("masks"):
             prune_kwargs["masks"] = _onnx_keyed_masks(prune_kwargs["masks"], dict(program.module().named_parameters()),
                                                       dense, Path(workdir))
+        prune_kwargs = _with_example_inputs(prune_kwargs, tuple(args), dense, Path(workdir))
         return prune(dense, output=output, record_input=False, **prune_kwargs)
 
 

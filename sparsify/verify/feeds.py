@@ -13,7 +13,7 @@ import onnxruntime as ort
 from sparsify.errors import UsageError
 from sparsify.npz import read_npz, scan_npz
 
-__all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_npz_inputs", "load_feeds", "parse_input_shapes",
+__all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_input_shapes", "check_npz_inputs", "load_feeds", "parse_input_shapes",
            "random_feeds", "specs_from_graph", "specs_from_session"]
 
 
@@ -163,6 +163,23 @@ def load_feeds(path: str | Path, session: ort.InferenceSession) -> list[dict[str
             array = array.astype(spec.dtype)
         arrays[spec.name] = array
     return [{spec.name: arrays[spec.name][i] for spec in specs} for i in range(count)]
+
+
+def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto, ir_version: int) -> None:
+    """--input-shape against the graph's inputs, before any work: the name exists, the rank
+    matches, and every dimension the model fixes is kept."""
+    specs = {s.name: s for s in specs_from_graph(graph, ir_version)}
+    for name, shape in shapes.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise UsageError(f"--input-shape names {name!r}, which is not a model input ({', '.join(sorted(specs)) or 'none'})")
+        if spec.shape is None:
+            continue
+        if len(shape) != len(spec.shape):
+            raise UsageError(f"--input-shape {name}: rank {len(shape)}, the model input has rank {len(spec.shape)}")
+        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+            if want is not None and want != got:
+                raise UsageError(f"--input-shape {name}: axis {axis} is fixed at {want} in the model, got {got}")
 
 
 def check_npz_inputs(path: str | Path, graph: onnx.GraphProto, ir_version: int, extra_keys: tuple[str, ...] = ()) -> None:

@@ -110,8 +110,13 @@ def _session(path: Path) -> ort.InferenceSession:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:300]
+    """ONNX Runtime's message on one line: its first line plus the lines that name what is
+    wrong (``index: 2 Got: 31 Expected: 32``), never only the closing advice."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    detail = [line for line in lines[1:] if any(w in line for w in ("Got", "Expected", "index", "invalid", "mismatch"))]
+    return "; ".join([lines[0], *detail])[:400]
 
 
 def _nonfinite_reason(result: ParityResult) -> str:
@@ -147,10 +152,10 @@ def apply_gates(result: ParityResult, max_rel_error: float | None, min_top1: flo
 
 def check_parity(dense_path: Path, sparse_path: Path, *, input_shapes: dict[str, list[int]],
                  inputs_npz: str | None, seed: int, max_rel_error: float | None = None,
-                 min_top1: float | None = None) -> ParityResult:
+                 min_top1: float | None = None, inputs_label: str | None = None) -> ParityResult:
     """Run both models on the same inputs.  ORT failing on the *dense* model is "not
     verified" (bf16 compute, custom domains); it failing only on the sparse one is a bug."""
-    result = ParityResult(verified=False, inputs=str(inputs_npz) if inputs_npz else "random")
+    result = ParityResult(verified=False, inputs=inputs_label or (str(inputs_npz) if inputs_npz else "random"))
     try:
         dense = _session(dense_path)
     except Exception as exc:  # noqa: BLE001 - ORT raises many types; all mean "cannot run"

@@ -62,8 +62,12 @@ def export(args: argparse.Namespace) -> int:
         raise UsageError("serving an external-data ONNX needs its data file beside it: give --plan, or export embedded")
     config = config_from_model(loaded.skeleton, name, platform, args.max_batch_size)
     repository = Path(args.repository)
-    if not repository.is_dir():
-        raise OutputError(f"{repository}: repository folder does not exist")
+    if repository.exists() and not repository.is_dir():
+        raise OutputError(f"{repository}: exists and is not a folder")
+    try:
+        repository.mkdir(parents=True, exist_ok=True)  # a new repository is created
+    except OSError as exc:
+        raise OutputError(f"{repository}: cannot create the repository folder: {exc.strerror or exc}") from None
     target = repository / name
     if target.exists() and not args.force:
         raise OutputError(f"{target}: already exists (use --force to replace it)")
