@@ -176,6 +176,7 @@ class Report:
                 f"{_mb(totals['weight_bytes_dense_fp16'])} fp16 dense -> {_mb(totals['weight_bytes_sparse_fp16_estimate'])} "
                 f"compressed ({totals['weight_bytes_saved_fraction']:.1%} saved)"
             )
+        lines.extend(_permutation_lines(self.targets))
         if self.budget is not None:
             b = self.budget
             kind = b["kind"].replace("_", " ")
@@ -194,6 +195,25 @@ class Report:
         if self.report_path:
             lines.append(f"report: {self.report_path}")
         return lines
+
+
+def _permutation_lines(targets: list[PruneTarget]) -> list[str]:
+    """--permute's outcome: how many layers were permuted, and why the others were not."""
+    gains = [t.permutation_gain for t in targets if t.permutation_gain is not None]
+    reasons: dict[str, int] = {}
+    for t in targets:
+        for note in t.notes:
+            if note.startswith("permutation: "):
+                reason = note.removeprefix("permutation: ")
+                reasons[reason] = reasons.get(reason, 0) + 1
+    if not gains and not reasons:
+        return []
+    why = "; ".join(f"{count}x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    if not gains:
+        return [f"permute: nothing was permuted ({why})"]
+    mean = sum(gains) / len(gains)
+    return [f"permute: {len(gains)} layer(s) permuted (mean retained-magnitude gain +{mean:.2%})"
+            + (f"; not permuted: {why}" if why else "")]
 
 
 def _parity_lines(parity: ParityResult) -> list[str]:

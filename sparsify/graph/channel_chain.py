@@ -48,21 +48,25 @@ def _constant_role(index: GraphIndex, name: str, channels: int, region: set[int]
 
 
 def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
-    """(weight name, tensor, stored output-channel axis) for a MatMul/Gemm with a direct
-    2-D constant weight, else None."""
+    """(weight name, tensor, stored output-channel axis, bias name or "") for a MatMul/Gemm with
+    a direct, unshared 2-D constant weight, else the reason there is none."""
+    bias = ""
     if node.op_type == "MatMul":
         slot, out_axis = 1, 1
     elif node.op_type == "Gemm" and not int_attr(node, "transA", 0, 0, 1):
         slot, out_axis = 1, 0 if int_attr(node, "transB", 0, 0, 1) else 1
-        if len(node.input) > 2 and node.input[2]:
-            return None  # Gemm's own bias C would need permuting too; keep the rule simple
+        bias = node.input[2] if len(node.input) > 2 else ""
     else:
-        return None
+        return "permutation: the producing layer is a Gemm with transA"
     name = node.input[slot] if len(node.input) > slot else ""
     found = index.constant_tensor(name) if name else None
-    if found is None or len(found[0].dims) != 2 or len(index.consumers.get(name, [])) != 1:
-        return None
-    return name, found[0], out_axis
+    if found is None:
+        return "permutation: the producing layer's weight is not a stored constant"
+    if len(found[0].dims) != 2:
+        return "permutation: the producing layer's weight is not 2-D"
+    if len(index.consumers.get(name, [])) != 1:
+        return "permutation: the producing layer's weight is shared with other layers"
+    return name, found[0], out_axis, bias
 
 
 def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
@@ -124,9 +128,17 @@ def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
         if name in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(name, [])):
             return "permutation: a per-channel constant is shared with other layers"
     weight = _producer_weight(index, producer)
-    if weight is None:
-        return "permutation: the producing layer has no unshared 2-D constant weight"
-    name, stored, axis = weight
+    if isinstance(weight, str):
+        return weight
+    name, stored, axis, bias = weight
+    if bias:  # Gemm's own bias C (nn.Linear's bias) is permuted with the output channels
+        role = _constant_role(index, bias, channels, {id(producer)}) if index.is_constant(bias) else None
+        if role is None:
+            return "permutation: the producing Gemm's bias is not a per-channel constant"
+        if bias in index.graph_outputs or len(index.consumers.get(bias, [])) != 1:
+            return "permutation: the producing Gemm's bias is shared with other layers"
+        if role != "scalar":
+            constants[bias] = role[1]
     if int(stored.dims[axis]) != channels:
         return "permutation: producer width does not match"
     return ChannelChain(producer, name, stored, axis, sorted(constants.items()))
