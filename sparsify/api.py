@@ -66,8 +66,7 @@ def _prune_weights(model: LoadedModel, targets: list[PruneTarget], pattern: NMPa
                    masks: dict | None = None) -> None:
     groups = group_by_weight(targets)
     for done, rows in enumerate(groups, 1):
-        src = rows[0].source
-        assert src is not None
+        src = rows[0].weight_source()
         bits = model.read_bits_scratch(src.tensor)
         note = ""
         if masks is not None:
@@ -302,8 +301,7 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
         targets = find_targets(GraphIndex(loaded.skeleton), nm)
         select_targets(targets, includes, excludes, only_profitable=False)
         for rows in group_by_weight(targets):
-            src = rows[0].source
-            assert src is not None
+            src = rows[0].weight_source()
             nonzero = nonzero_mask(loaded.read_bits(src.tensor), src, loaded.read_bits)
             bad, groups = nm_violations(nonzero, src.axis, nm.n, nm.m)
             density = float(nonzero.mean()) if nonzero.size else 0.0

@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import math
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from numpy.lib import format as npy_format
 
 from sparsify.errors import UsageError
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_byte_limit", "read_npz", "scan_npz"]
+__all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_byte_limit", "read_npz", "scan_npz", "write_npz"]
 
 #: Default cap on what one npz file may declare in total (``--max-input-bytes``).
 DEFAULT_MAX_INPUT_BYTES = 8 << 30
@@ -102,3 +102,11 @@ def read_npz(path: str | Path, max_bytes: int | None = None) -> dict[str, np.nda
         if key in headers and (array.shape, array.dtype) != headers[key]:
             raise UsageError(f"{path}: array {key!r} does not match its header")
     return arrays
+
+
+def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An uncompressed .npz with one NPY member per array (what ``np.savez`` writes)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                npy_format.write_array(member, np.asanyarray(array), allow_pickle=False)

@@ -29,11 +29,16 @@ class ActivationStats:
 
     @property
     def dense_mean(self) -> np.ndarray:
-        return (self.total if self.dense_total is None else self.dense_total) / max(1, self.rows)
+        total = self.total if self.dense_total is None else self.dense_total
+        if total is None:
+            raise ValueError("no rows were collected")
+        return np.asarray(total / max(1, self.rows))
 
     @property
     def mean(self) -> np.ndarray:
-        return self.total / max(1, self.rows)
+        if self.total is None:
+            raise ValueError("no rows were collected")
+        return np.asarray(self.total / max(1, self.rows))
 
     @property
     def feature_norm(self) -> np.ndarray:

@@ -41,13 +41,14 @@ def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, m
             continue
         bits = read(target.weight, target.source.tensor)
         magnitude = np.abs(to_float32(bits, target.source.tensor.data_type)).astype(np.float64)
-        scores = np.moveaxis(magnitude, target.axis, 0).reshape(bits.shape[target.axis], -1)
+        axis = target.source.axis
+        scores = np.moveaxis(magnitude, axis, 0).reshape(bits.shape[axis], -1)
         perm = search_permutation(np.nan_to_num(scores, nan=np.inf), pattern.n, pattern.m)
         before, after = retained(scores, pattern.n, pattern.m), retained(scores[perm], pattern.n, pattern.m)
         if not after > before:
             target.notes.append("permutation: no gain found")
             continue
-        changes = [(target.weight, target.source.tensor, target.axis),
+        changes = [(target.weight, target.source.tensor, axis),
                    (chain.producer_weight, chain.producer_tensor, chain.producer_axis)]
         changes += [(name, tensor, -1) for name, tensor in chain.channel_constants]
         for name, tensor, axis in changes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from onnx import TensorProto
 
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
@@ -13,6 +14,7 @@ from sparsify.calibrate.capture import activation_input, collect_stats
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.session import InMemoryModel
+from sparsify.errors import UsageError
 from sparsify.graph.index import GraphIndex
 from sparsify.graph.model_io import LoadedModel
 from sparsify.graph.prune_weight import PruneResult
@@ -36,13 +38,19 @@ def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dic
     for bias_name, _, _ in bias_updates.values():
         memory.set_bits(bias_name, None)
     session = memory.session()
+    dense: float | None = None
     if options.max_accuracy_drop is not None:
+        if not options.eval_data:
+            raise UsageError("--max-accuracy-drop needs --eval FILE.npz (inputs plus 'labels')")
         data = load_eval(options.eval_data, session, need_labels=True)
         dense = accuracy(session, data)
         loss, budget, kind = accuracy_loss(dense, data), options.max_accuracy_drop, "accuracy_drop"
     else:
-        data = load_eval(options.eval_data or options.inputs, session, need_labels=False)
-        dense, loss, budget, kind = None, drift_loss(session, data), options.max_output_drift, "output_drift"
+        source = options.eval_data or options.inputs
+        if not source or options.max_output_drift is None:
+            raise UsageError("--max-output-drift needs --eval or --inputs data")
+        data = load_eval(source, session, need_labels=False)
+        loss, budget, kind = drift_loss(session, data), options.max_output_drift, "output_drift"
     candidates = [w for w, r in results.items() if r.new_bits is not None]
 
     def evaluate(pruned: set[str]) -> float:
@@ -62,7 +70,7 @@ def _correct_bias(index, row, dense_bits, result, stats, read, memory, bias_upda
         return
     name, tensor = found
     new_bias = corrected_bias(read(name, tensor), tensor.data_type, dense_bits, result.new_bits,
-                              row.source.tensor.data_type, row.axis, stats)
+                              row.weight_source().tensor.data_type, row.axis, stats)
     memory.set_bits(name, new_bias)
     bias_updates[row.weight] = (name, tensor, new_bias)
     row.notes.append(f"bias {name!r} corrected for the mean output shift")
@@ -93,7 +101,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
     index = GraphIndex(loaded.skeleton)
     bias_updates: dict[str, tuple] = {}
     overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
-    extra_writes: dict[str, object] = {}
+    extra_writes: dict[str, TensorProto] = {}
 
     def read(name, tensor):
         return overrides[name] if name in overrides else np.array(loaded.read_bits(tensor))
@@ -104,21 +112,23 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
     results: dict[str, PruneResult] = {}
     dense_session = None
     if dense is not None and feeds:  # the dense reference never changes: one session for every stage
-        wanted = sorted({activation_input(rows[0])[0] for rows in groups if needs_hessian(options.method, rows[0].node)})
+        wanted = sorted({activation_input(rows[0])[0] for rows in groups
+                         if needs_hessian(options.method, rows[0].op_node())})
         dense_session = dense.session(extra_outputs=wanted, only=True) if wanted else None
     for stage in _stages(groups, node_order) if feeds else [groups]:
         stats = {}
         if feeds:
-            hessian_for = {activation_input(rows[0])[0] for rows in stage if needs_hessian(options.method, rows[0].node)}
+            hessian_for = {activation_input(rows[0])[0] for rows in stage
+                           if needs_hessian(options.method, rows[0].op_node())}
             stats = collect_stats(memory, [rows[0] for rows in stage], feeds, hessian_for, reference=dense_session)
         for rows in stage:
-            src = rows[0].source
-            assert src is not None
+            src = rows[0].weight_source()
             if progress:
                 progress(len(results) + 1, len(groups), src.name)
             bits = read(src.name, src.tensor)
             activation = stats.get(activation_input(rows[0])[0]) if stats else None
-            result, note = prune_with_method(options.method, bits, src, rows[0].node, pattern, loaded.read_bits, activation)
+            result, note = prune_with_method(options.method, bits, src, rows[0].op_node(), pattern, loaded.read_bits,
+                                             activation)
             results[src.name] = result
             if result.new_bits is not None and feeds:
                 memory.set_bits(src.name, result.new_bits)
@@ -141,7 +151,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[PruneTarget], pattern: N
                 row.sensitivity = budget.sensitivity[name]
             continue
         if result.new_bits is not None:
-            writer.replace(rows[0].source.tensor, result.new_bits)
+            writer.replace(rows[0].weight_source().tensor, result.new_bits)
             written.add(name)
             if name in bias_updates:
                 writer.replace(bias_updates[name][1], bias_updates[name][2])

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sparsify.errors import EXIT_GATE, EXIT_OK
 from sparsify.graph.select import DEFAULT_MIN_CHANNELS
+
+if TYPE_CHECKING:
+    from sparsify.report import Report
+from sparsify.report import Report
 
 
 def add_parser(sub) -> None:
@@ -59,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.progress import Progress
 
     arguments = {k: v for k, v in vars(args).items() if k != "run"}
+    front_end: Callable[..., Report] = prune
     if args.model.endswith(".pt2"):
         from sparsify.torch_import.prune_module import prune_pt2
 
-        def prune(model, pattern, output, **kw):  # noqa: F811 - same call shape, .pt2 front end
+        def front_end(model, pattern, output, **kw) -> Report:  # same call shape, .pt2 front end
             return prune_pt2(model, output, pattern=pattern, **kw)
-    report = prune(
+    report = front_end(
         args.model, args.pattern, args.output, report_path=args.report, include=args.include,
         exclude=args.exclude, only_profitable=args.only_profitable, min_channels=args.min_channels,
         verify=not args.no_verify, input_shapes=args.input_shape, inputs=args.inputs, seed=args.seed,
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         print(report.format_table(wide=args.wide))
-    if not report.gates_passed:
+    if report.parity is not None and not report.parity.gates_passed:
         failed = [g.name for g in report.parity.gates if not g.passed]
         print(f"sparsify: parity gate failed: {', '.join(failed)} (output and report were written)", file=sys.stderr)
         return EXIT_GATE

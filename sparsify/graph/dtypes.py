@@ -25,7 +25,7 @@ STORAGE: dict[int, np.dtype] = {
 }
 FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 QUANT_TYPES = frozenset({TensorProto.INT8, TensorProto.UINT8})
-_ABS_MASK = {np.dtype("<u4"): np.uint32(0x7FFFFFFF), np.dtype("<u2"): np.uint16(0x7FFF)}
+_ABS_MASK: dict[np.dtype, np.unsignedinteger] = {np.dtype("<u4"): np.uint32(0x7FFFFFFF), np.dtype("<u2"): np.uint16(0x7FFF)}
 
 
 def dtype_name(data_type: int) -> str:
@@ -35,7 +35,7 @@ def dtype_name(data_type: int) -> str:
         return f"type{data_type}"
 
 
-def abs_mask(storage: np.dtype) -> np.integer:
+def abs_mask(storage: np.dtype) -> np.unsignedinteger:
     """The mask that clears the sign bit of a float bit pattern."""
     return _ABS_MASK[np.dtype(storage)]
 

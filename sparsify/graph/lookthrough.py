@@ -106,10 +106,10 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
             if dq_axis is not None:
                 dq_axis = perm[dq_axis]
         elif step.op_type == "DequantizeLinear":
-            quant = _quant_params(index, step, rank)
-            if isinstance(quant, str):
-                return quant
-            dq_axis = quant.axis
+            found = _quant_params(index, step, rank)
+            if isinstance(found, str):
+                return found
+            quant, dq_axis = found, found.axis
         elif step.op_type in ("Cast", "QuantizeLinear"):
             quant, dq_axis = None, None  # the stored tensor is not what that DQ dequantizes
     if quant is not None and dq_axis is not None:
@@ -134,9 +134,10 @@ def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantPa
         return found[0]
 
     scale, zero_point = const(1), const(2)
-    for value in (scale, zero_point):
-        if isinstance(value, str):
-            return value
+    if isinstance(scale, str):
+        return scale
+    if isinstance(zero_point, str):
+        return zero_point
     axis = int_attr(node, "axis", 1)
     per_tensor = scale is None or len(scale.dims) == 0 or all(d == 1 for d in scale.dims)
     if per_tensor:

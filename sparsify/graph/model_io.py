@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TensorLocation:
     kind: str  # "embedded" (model file), "external" (data file) or "inline" (in the skeleton)
-    path: Path | None = None
+    path: Path = Path()  # the file holding the bytes (unused for "inline")
     offset: int = 0
     length: int = 0
 
@@ -132,7 +132,7 @@ class LoadedModel:
         loc = self.location(tensor)
         if loc.kind == "inline":
             return tensor.raw_data
-        with open(loc.path, "rb") as handle:  # type: ignore[arg-type]
+        with open(loc.path, "rb") as handle:
             data = os.pread(handle.fileno(), loc.length, loc.offset)
         if len(data) != loc.length:
             raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
@@ -152,8 +152,8 @@ class LoadedModel:
         if self._scratch is None or self._scratch.size < loc.length:
             self._scratch = np.empty(loc.length, dtype=np.uint8)
         view = self._scratch[: loc.length]
-        target = memoryview(view)
-        with open(loc.path, "rb") as handle:  # type: ignore[arg-type]
+        target = view.data
+        with open(loc.path, "rb") as handle:
             done = 0
             while done < loc.length:
                 got = os.preadv(handle.fileno(), [target[done:]], loc.offset + done)

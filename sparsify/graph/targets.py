@@ -55,6 +55,17 @@ class PruneTarget:
     sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
     permutation_gain: float | None = None  # retained-magnitude gain of --permute (0.05 = +5%)
 
+    def weight_source(self) -> WeightSource:
+        """The resolved weight of a target that was not skipped during discovery."""
+        if self.source is None:
+            raise AssertionError(f"internal error: target {self.layer!r} has no resolved weight")
+        return self.source
+
+    def op_node(self) -> onnx.NodeProto:
+        if self.node is None:
+            raise AssertionError(f"internal error: target {self.layer!r} has no node")
+        return self.node
+
     def skip(self, reason: str) -> None:
         self.status, self.skip_reason = "skipped", reason
 
@@ -186,7 +197,7 @@ def _resolve_sharing(index: GraphIndex, targets: list[PruneTarget]) -> None:
         slots = {(id(r.node), r.input_index) for r in rows}
         foreign = _foreign_uses(index, name, slots)
         axes = {r.axis for r in rows}
-        quant = {r.source.quant.signature() if r.source.quant else None for r in rows}
+        quant = {r.source.quant.signature() if r.source is not None and r.source.quant else None for r in rows}
         if foreign:
             reason = f"weight also feeds {foreign[0]}" + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "") + "; pruning would change it"
         elif len(axes) > 1:

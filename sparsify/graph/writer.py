@@ -123,7 +123,7 @@ class ModelWriter:
                     # The copied bytes are identified by their source file's identity and range.
                     self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
                                              f"{info.st_mtime_ns}".encode())
-                _copy_range(sources[loc.path], self._fd, loc.offset, position, loc.length)
+                _copy_range(sources[loc.path], self._open_fd(), loc.offset, position, loc.length)
                 self._new_external[id(tensor)] = (position, loc.length)
                 self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
                 position += loc.length
@@ -132,7 +132,7 @@ class ModelWriter:
                 os.close(fd)
 
     def replace(self, tensor: TensorProto, bits: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(bits)).cast("B")  # no copy for the pwrite paths
+        data = np.ascontiguousarray(bits).reshape(-1).view(np.uint8).data  # no copy for the pwrite paths
         loc = self.model.location(tensor)
         if loc.kind == "embedded" and not self.model.uses_external_data:
             self._pwrite(data, loc.offset, loc.length)
@@ -145,13 +145,19 @@ class ModelWriter:
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
                 self._rebuild = True
 
-    def _pwrite(self, data: bytes, offset: int, length: int) -> None:
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise AssertionError("internal error: the writer's file is closed")
+        return self._fd
+
+    def _pwrite(self, data: bytes | memoryview, offset: int, length: int) -> None:
         if len(data) != length:
             raise AssertionError("internal error: pruned tensor changed its byte length")
         view = memoryview(data)
+        fd = self._open_fd()
         try:
             while view:
-                written = os.pwrite(self._fd, view, offset)
+                written = os.pwrite(fd, view, offset)
                 view, offset = view[written:], offset + written
         except OSError as exc:
             raise OutputError(f"{self.output}: cannot write: {exc.strerror or exc}") from None
@@ -160,7 +166,7 @@ class ModelWriter:
         """Write everything to staging files; return the one to verify.  Nothing the user
         had is touched until the publication is published."""
         with self._rollback_on_error():
-            os.close(self._fd)
+            os.close(self._open_fd())
             self._fd = None
             if self.model.uses_external_data:
                 for ordinal in sorted(self._pruned):

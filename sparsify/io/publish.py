@@ -66,7 +66,7 @@ def _alive(pid: int) -> bool:
 
 def remove_stale_staging(folder: Path) -> list[Path]:
     """Remove staging files in ``folder`` whose writer process is gone; return them."""
-    removed = []
+    removed: list[Path] = []
     try:
         names = os.listdir(folder)
     except OSError:

@@ -23,6 +23,8 @@ def _function(spec: str):
             if not path.is_file():
                 raise UsageError(f"recipe {target}: no such file")
             module_spec = importlib.util.spec_from_file_location(f"sparsify_recipe_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise UsageError(f"recipe {target}: not a loadable Python file")
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:

@@ -27,8 +27,8 @@ _STAGE_FILES = ("rewind_state.pt", "ticket.pt", "masks.npz", "report.json", "tic
 def _recipe_digest(spec: str) -> str:
     """sha256 of the recipe's source file (a path, or an importable module's file)."""
     target = spec.partition(":")[0]
-    path = Path(target)
-    if not path.is_file():
+    path: Path | None = Path(target)
+    if path is not None and not path.is_file():
         try:
             found = importlib.util.find_spec(target)
         except (ImportError, ValueError):

@@ -23,6 +23,7 @@ import numpy as np
 from sparsify.errors import UsageError
 from sparsify.lottery.enforce import MaskEnforcer
 from sparsify.lottery.masks import global_magnitude_masks, nm_mask, prunable_weights
+from sparsify.npz import write_npz
 from sparsify.pattern import NMPattern
 
 __all__ = ["TicketConfig", "find_ticket", "schedule", "seed_everything"]
@@ -46,8 +47,11 @@ def schedule(config: TicketConfig) -> list:
     if config.pattern is not None:
         m = config.pattern.m
         return [NMPattern(k, m) for k in range(m - 1, config.pattern.n - 1, -1)]
-    rounds = max(1, math.ceil(math.log(1 - config.sparsity) / math.log(1 - config.fraction_per_round)))
-    return [min(config.sparsity, 1 - (1 - config.fraction_per_round) ** (r + 1)) for r in range(rounds)]
+    sparsity = config.sparsity
+    if sparsity is None:
+        raise UsageError("give --pattern N:M or --sparsity S")
+    rounds = max(1, math.ceil(math.log(1 - sparsity) / math.log(1 - config.fraction_per_round)))
+    return [min(sparsity, 1 - (1 - config.fraction_per_round) ** (r + 1)) for r in range(rounds)]
 
 
 def seed_everything(seed: int) -> None:
@@ -126,7 +130,7 @@ class _Stages:
         folder = self.out / stage
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), folder / "state.pt")
-        np.savez(folder / "masks.npz", **{k: v.numpy() for k, v in masks.items()})
+        write_npz(folder / "masks.npz", {k: v.numpy() for k, v in masks.items()})
         (folder / "result.json").write_text(json.dumps(result, indent=2))  # written last: marks the stage done
 
 
@@ -195,7 +199,7 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
               "winning_ticket": all(rounds[-1]["accuracy"] > c["accuracy"] for c in controls.values()) if controls else None,
               "versions": {"torch": torch.__version__}}
     torch.save(ticket_state, out / "ticket.pt")
-    np.savez(out / "masks.npz", **{k: v.numpy() for k, v in masks.items()})
+    write_npz(out / "masks.npz", {k: v.numpy() for k, v in masks.items()})
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return {"report": report, "masks": masks}
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from sparsify.errors import UsageError
+from sparsify.npz import write_npz
 from sparsify.torch_import.export import export_to_onnx, quiet_output, require_torch
 from sparsify.torch_import.mapping import map_parameters
 
@@ -46,7 +47,7 @@ def _example_feeds(example_inputs, dense: Path, workdir: Path) -> str | None:
     if len(arrays) != len(args) or len(arrays) != len(names):
         return None
     path = workdir / "example_inputs.npz"
-    np.savez(path, **dict(zip(names, arrays, strict=True)))
+    write_npz(path, dict(zip(names, arrays, strict=True)))
     return str(path)
 
 
@@ -86,7 +87,7 @@ def prune_torch(module, example_inputs, output, *, masks: dict | None = None, ex
             raise UsageError(f"mask {unknown[0]!r} names no parameter of the module")
         onnx_masks = _place_masks(masks, parameters, dense)
         masks_path = Path(workdir) / "masks.npz"
-        np.savez(masks_path, **onnx_masks)
+        write_npz(masks_path, onnx_masks)
         return prune(dense, output=output, masks=str(masks_path), record_input=False, **prune_kwargs)
 
 
@@ -130,5 +131,5 @@ def _onnx_keyed_masks(masks_path: str, parameters: dict, dense: Path, workdir: P
     keyed = {k: v for k, v in masks.items() if k not in by_param}
     keyed.update(_place_masks(by_param, parameters, dense))
     out = workdir / "masks.onnx-names.npz"
-    np.savez(out, **keyed)
+    write_npz(out, keyed)
     return str(out)

@@ -46,7 +46,7 @@ def typing_plan(tensorrt_major: int, precision: str, has_qdq: bool = False) -> T
         raise UsageError(f"unknown --precision {precision!r}: fp16, bf16 or fp32")
     if tensorrt_major >= 11:
         return TypingPlan(convert_graph=precision != "fp32", strongly_typed=True, flags={})
-    flags = {name: True for name in ("fp16", "bf16") if name == precision}
+    flags: dict[str, bool] = {name: True for name in ("fp16", "bf16") if name == precision}
     if has_qdq:
         flags["int8"] = True
     return TypingPlan(convert_graph=False, strongly_typed=False, flags=flags)

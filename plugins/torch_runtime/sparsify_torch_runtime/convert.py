@@ -82,13 +82,13 @@ def _record_tokens(model: nn.Module, inputs: tuple, linears: dict[str, nn.Linear
             tokens.setdefault(name, args[0].numel() // args[0].shape[-1])
         return record
 
-    hooks = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in linears.items()]
     try:
         with torch.inference_mode():
             model(*inputs)
     finally:
-        for hook in hooks:
-            hook.remove()
+        for handle in handles:
+            handle.remove()
     return tokens
 
 
@@ -157,14 +157,18 @@ def convert(model: nn.Module, example_inputs, *, policy: str | None = None, marg
 
     def decide(name: str) -> None:
         d, linear = decisions[name], linears[name]
+        tokens = d.tokens
+        if tokens is None:  # candidates ran; kept for the type checker's sake as a real guard
+            d.reason = "not called by the example inputs (no token count to decide on)"
+            return
         if policy == "all":
             d.sparse, d.reason = True, "policy all"
         elif policy == "rule":
-            d.sparse, d.reason = size_rule(d.tokens, d.in_features, d.out_features, d.output_layout)
+            d.sparse, d.reason = size_rule(tokens, d.in_features, d.out_features, d.output_layout)
         else:
-            key = (d.tokens, d.in_features, d.out_features, d.dtype, linear.bias is not None, d.input_layout, d.output_layout)
+            key = (tokens, d.in_features, d.out_features, d.dtype, linear.bias is not None, d.input_layout, d.output_layout)
             if key not in measured:
-                measured[key] = _measure(linear, d.tokens, d.input_layout, d.output_layout)
+                measured[key] = _measure(linear, tokens, d.input_layout, d.output_layout)
             d.dense_us, d.sparse_us = measured[key]
             d.sparse = d.sparse_us < d.dense_us * (1 - margin)
             d.reason = (f"measured {d.dense_us / d.sparse_us:.2f}x dense "
