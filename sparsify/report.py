@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -29,9 +30,15 @@ SCHEMA_PATH = Path(__file__).with_name("schema") / "report.schema.json"
 
 def validate_report(data: dict) -> None:
     """Raise if ``data`` does not follow the report's JSON Schema (needs ``jsonschema``)."""
+    _validator().validate(data)
+
+
+@functools.cache
+def _validator():
     import jsonschema
 
-    jsonschema.validate(data, json.loads(SCHEMA_PATH.read_text()))
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def library_versions() -> dict[str, str]:

@@ -508,6 +508,10 @@ def main(argv: list[str] | None = None) -> int:
     import sparsify.verify.parity  # noqa: F401
 
     sparsify.cli.build_parser()  # plugin discovery and parser imports happen once, before forking
+    if os.environ.get("SPARSIFY_VALIDATE_REPORTS"):  # the test suite validates every report: load it once
+        from sparsify.report import _validator
+
+        _validator()
 
     return fuzz(args.cases, args.seed, args.workers, args.keep)
 

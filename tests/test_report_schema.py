@@ -26,6 +26,8 @@ def written(tmp_path_factory):
 
 
 def test_written_reports_validate(written):
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)  # the schema itself is well-formed
     validate_report(written)
     assert json.loads(SCHEMA_PATH.read_text())["properties"]["schema_version"]["const"] == written["schema_version"]
 

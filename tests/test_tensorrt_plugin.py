@@ -1,5 +1,5 @@
-"""The TensorRT build plugin's CPU-side parts.  TensorRT itself is not installable here: the
-builder is type-checked against tensorrt-stubs, and everything around it runs for real."""
+"""The TensorRT build plugin's CPU-side parts.  These tests run without TensorRT: the builder is
+type-checked against tensorrt-stubs, and everything around it runs for real."""
 
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ def test_builder_typechecks_against_tensorrt_stubs(tmp_path):
 # ---------------------------------------------------------------- the whole `build` command around a stand-in builder
 
 class StandInTensorRT:
-    """TensorRT cannot be installed here.  To run `sparsify build`'s own orchestration (typing,
+    """A stand-in for the machine without TensorRT.  To run `sparsify build`'s own orchestration (typing,
     conversion, report merge, parity gates, benchmark, summary) end to end, the two TensorRT
     touch points are replaced: the "engine" written is the typed ONNX file itself, its "build
     log" and "inspector JSON" name the model's real nodes, and the "engine runner" is ONNX

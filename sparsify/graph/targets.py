@@ -154,6 +154,10 @@ def _discover(index: GraphIndex, pattern: NMPattern) -> list[PruneTarget]:
                 row.weight = node.input[slot]
                 row.skip(src)
                 continue
+            if any(int(d) < 0 for d in src.tensor.dims):
+                row.weight = src.name
+                row.skip(f"weight has a negative dimension {[int(d) for d in src.tensor.dims]} (malformed tensor)")
+                continue
             row.source, row.weight, row.axis = src, src.name, src.axis
             row.weight_shape = tuple(int(d) for d in src.tensor.dims)
             row.dtype, row.path = dtype_name(src.tensor.data_type), src.path

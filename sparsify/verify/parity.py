@@ -95,7 +95,7 @@ def metrics(name: str, dense: np.ndarray, sparse: np.ndarray) -> OutputParity:
     if sparse_only + dense_only + differing:
         max_abs = rel = float("inf")
     top1 = None
-    if _looks_like_class_scores(dense) and dense.shape == sparse.shape:
+    if _looks_like_class_scores(dense) and dense.shape == sparse.shape and dense.shape[0] > 0:
         agree = np.argmax(dense, axis=-1) == np.argmax(sparse, axis=-1)
         # A row whose scores mismatch in finiteness has no meaningful argmax: it disagrees.
         row_bad = (np.isfinite(dense) != np.isfinite(sparse)).any(axis=-1)

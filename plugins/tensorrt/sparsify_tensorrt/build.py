@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsify.errors import MissingComponent
-from sparsify.io.publish import write_atomically
+from sparsify.io.publish import Publication
 from sparsify_tensorrt.errors import translate_build_error
 from sparsify_tensorrt.options import BuildOptions, config_arguments, typing_plan
 
@@ -51,13 +51,25 @@ def build_engine(onnx_path: Path, plan_path: Path, options: BuildOptions) -> Bui
     )
     log = io.StringIO()
     G_LOGGER.module_severity = G_LOGGER.EXTRA_VERBOSE
+    # The timing cache is updated in place by design: Polygraphy saves it to a staging file,
+    # published with the engine, so a failed build never leaves a half-written cache.
+    publication = Publication()
+    cache = publication.stage(options.timing_cache) if options.timing_cache else None
     try:
-        with redirect_stdout(log):
-            engine_bytes = bytes(EngineBytesFromNetwork(
-                network, config=config, save_timing_cache=str(options.timing_cache) if options.timing_cache else None)())
-    except Exception as exc:  # noqa: BLE001 - Polygraphy/TensorRT raise many types; each becomes one line
-        raise translate_build_error(exc, log.getvalue()) from None
-    write_atomically(plan_path, engine_bytes)
+        try:
+            with redirect_stdout(log):
+                engine_bytes = bytes(EngineBytesFromNetwork(
+                    network, config=config, save_timing_cache=str(cache) if cache else None)())
+        except Exception as exc:  # noqa: BLE001 - Polygraphy/TensorRT raise many types; each becomes one line
+            raise translate_build_error(exc, log.getvalue()) from None
+        staged_plan = publication.stage(plan_path)
+        staged_plan.write_bytes(engine_bytes)
+        publication.add(staged_plan, plan_path)
+        if cache is not None and options.timing_cache is not None and cache.stat().st_size:
+            publication.add(cache, options.timing_cache)
+        publication.publish()
+    finally:
+        publication.discard()
     engine: trt.ICudaEngine = EngineFromBytes(engine_bytes)()
     inspector: trt.EngineInspector = engine.create_engine_inspector()
     info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
