@@ -6,7 +6,6 @@ load (skeleton) -> find targets -> select -> prune + write (one weight at a time
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -32,8 +31,6 @@ from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
 
 __all__ = ["check", "default_output_path", "default_report_path", "prune"]
-
-logger = logging.getLogger(__name__)
 
 ModelLike = str | Path | onnx.ModelProto
 Progress = Callable[[int, int, str], None]

@@ -6,7 +6,7 @@ __all__ = [
     "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_GATE", "EXIT_STRICT", "EXIT_MISSING",
     "EXIT_SIGINT", "EXIT_SIGTERM",
     "SparsifyError", "UsageError", "InputError", "OutputError", "GateFailed",
-    "StrictCheckFailed", "MissingComponent", "Terminated",
+    "MissingComponent", "Terminated",
 ]
 
 EXIT_OK = 0
@@ -43,10 +43,6 @@ class OutputError(SparsifyError):
 
 class GateFailed(SparsifyError):
     exit_code = EXIT_GATE
-
-
-class StrictCheckFailed(SparsifyError):
-    exit_code = EXIT_STRICT
 
 
 class MissingComponent(SparsifyError):

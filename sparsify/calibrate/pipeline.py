@@ -3,8 +3,6 @@ optional accuracy budget, for models that fit in memory (< 2 GB)."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from onnx import TensorProto
 
@@ -25,8 +23,6 @@ from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds
 
 __all__ = ["prune_data_aware"]
-
-logger = logging.getLogger(__name__)
 
 
 def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],

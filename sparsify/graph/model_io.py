@@ -8,7 +8,6 @@ never make us read outside its own folder.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import stat
@@ -28,8 +27,6 @@ from sparsify.graph.protowire import EMBEDDED_LOCATION, FileWindow, WireError, s
 from sparsify.io.paths import check_name_lengths
 
 __all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model", "tensor_nbytes"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,10 +70,9 @@ def _external_info(tensor: TensorProto) -> dict[str, str]:
 class LoadedModel:
     """A model's skeleton plus the means to read any of its tensors' bytes."""
 
-    def __init__(self, path: Path, skeleton: onnx.ModelProto, file_size: int):
+    def __init__(self, path: Path, skeleton: onnx.ModelProto):
         self.path = path
         self.skeleton = skeleton
-        self.file_size = file_size
         self.external_files: set[Path] = set()
         # Holding every tensor wrapper keeps its id() stable: protobuf (upb) hands out the
         # same wrapper while one is alive, and ids of freed wrappers get reused.
@@ -316,4 +312,4 @@ def open_model(path: str | os.PathLike) -> LoadedModel:
     duplicates = [n for n, c in Counter(t.name for t in skeleton.graph.initializer).items() if c > 1]
     if duplicates:
         raise InputError(f"{path}: duplicate initializer name {duplicates[0]!r}")
-    return LoadedModel(path, skeleton, size)
+    return LoadedModel(path, skeleton)

@@ -11,12 +11,9 @@ with ``os.pread`` and rewritten in place in a copy of the file (see ``writer.py`
 
 from __future__ import annotations
 
-import logging
 import os
 
 __all__ = ["EMBEDDED_LOCATION", "FileWindow", "WireError", "strip_raw_data"]
-
-logger = logging.getLogger(__name__)
 
 #: Location string that marks a skeleton tensor whose bytes are in the model file itself.
 EMBEDDED_LOCATION = "\x00sparsify-embedded"

@@ -30,8 +30,6 @@ class PruneResult:
     density_before: float
     density_after: float
     zeroed: int
-    violating_groups: int
-    total_groups: int
 
 
 def _per_axis(values: np.ndarray, rank: int, axis: int) -> np.ndarray:
@@ -90,13 +88,13 @@ def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_b
             and bits.flags.c_contiguous and bits.flags.writeable):
         before, after, bad, groups = prune_bits_inplace(bits, abs_mask(bits.dtype), axis, n, m)
         total = max(1, bits.size)
-        return PruneResult(bits if bad else None, before / total, after / total, before - after, bad, groups)
+        return PruneResult(bits if bad else None, before / total, after / total, before - after)
     scores, nonzero = _scores_and_nonzero(bits, src, read_bits, feature_scale)
     total = max(1, bits.size)
     before = int(np.count_nonzero(nonzero))
     bad, groups = nm_violations(nonzero, axis, n, m)
     if bad == 0:
-        return PruneResult(None, before / total, before / total, 0, 0, groups)
+        return PruneResult(None, before / total, before / total, 0)
     keep = nm_keep_mask(scores, axis, n, m)
     del scores
     if src.tensor.data_type in FLOAT_TYPES:
@@ -109,4 +107,4 @@ def prune_weight(bits: np.ndarray, src: WeightSource, pattern: NMPattern, read_b
     if still_bad:
         raise AssertionError(f"internal error: {src.name!r} is not {pattern} along axis {axis} after pruning")
     after = int(np.count_nonzero(after_nonzero))
-    return PruneResult(new_bits, before / total, after / total, before - after, bad, groups)
+    return PruneResult(new_bits, before / total, after / total, before - after)

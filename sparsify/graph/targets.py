@@ -8,7 +8,6 @@ pruned carries the reason in ``skip_reason``.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from sparsify.graph.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_w
 from sparsify.pattern import NMPattern
 
 __all__ = ["PruneTarget", "find_targets", "group_by_weight"]
-
-logger = logging.getLogger(__name__)
 
 TARGET_OPS = ("Conv", "MatMul", "Gemm")
 

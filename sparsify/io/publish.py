@@ -101,9 +101,15 @@ def folder_locks(folders: list[Path]) -> Iterator[None]:
     fds = []
     try:
         for folder in sorted({str(f.resolve()) for f in folders}):
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                continue  # cannot open the folder for locking: the renames below report real problems
             fds.append(fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # a file system without flock (some network mounts): publish unserialised
+                pass
         yield
     finally:
         for fd in reversed(fds):

@@ -71,5 +71,5 @@ def apply_given_mask(bits: np.ndarray, src: WeightSource, mask: np.ndarray, patt
     changed = bool((nonzero & ~mask).any())
     before_count, after_count = int(nonzero.sum()), int(after.sum())
     result = PruneResult(new_bits if changed else None, before_count / total, after_count / total,
-                         before_count - after_count, 0, 0)
+                         before_count - after_count)
     return result, note

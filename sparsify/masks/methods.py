@@ -68,7 +68,7 @@ def _sparsegpt(bits, src, pattern, read_bits, stats) -> PruneResult:
     bad_before, _ = nm_violations(before, src.axis, pattern.n, pattern.m)
     total = max(1, bits.size)
     b, a = int(before.sum()), int(after.sum())
-    return PruneResult(new_bits, b / total, a / total, max(0, b - a), bad_before, groups)
+    return PruneResult(new_bits, b / total, a / total, max(0, b - a))
 
 
 def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: onnx.NodeProto,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from sparsify.io.jsonsafe import json_safe
 from sparsify.verify.feeds import CannotMakeInputs, load_feeds, random_feeds
 
 __all__ = ["Gate", "OutputParity", "ParityResult", "apply_gates", "check_parity", "metrics"]
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
