@@ -276,8 +276,7 @@ def _prune_into(publication, model, workdir, output, report_path, nm, includes, 
     report.stage_json(publication, json_path)
     protected = {p.resolve() for _, p in _read_paths(loaded)}
     data_file = writer.data_file
-    publication.publish(remove_after=(lambda: superseded_data_files(out, data_file, protected))
-                        if data_file is not None else None)
+    publication.publish(remove_after=lambda: superseded_data_files(out, data_file, protected))
     return report
 
 

@@ -309,6 +309,14 @@ def test_rerun_to_the_same_output_replaces_the_old_data_file(tmp_path, capsys):
     assert (np.count_nonzero(w1.reshape(4, 4, 16), axis=1) <= 1).all()
 
 
+def test_an_embedded_output_replacing_an_external_one_leaves_no_orphan_data(tmp_path, capsys):
+    external, embedded = mlp(tmp_path, "e.onnx", external=True), mlp(tmp_path, "i.onnx")
+    assert run_cli(capsys, "prune", external, "-o", tmp_path / "o.onnx", "--no-verify")[0] == 0
+    assert len(list(tmp_path.glob("o.onnx.*.data"))) == 1
+    assert run_cli(capsys, "prune", embedded, "-o", tmp_path / "o.onnx", "--no-verify")[0] == 0
+    assert list(tmp_path.glob("o.onnx.*.data")) == [] and (tmp_path / "e.onnx.data").exists()
+
+
 def _race_once(tmp_path: Path, model: Path, trial: int) -> tuple[str, str]:
     out = tmp_path / "race.onnx"
     procs = [subprocess.Popen([sys.executable, "-m", "sparsify", model, "-o", out, "--pattern", pattern, "--no-verify"],

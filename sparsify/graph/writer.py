@@ -45,9 +45,9 @@ def data_file_for(output: Path, fingerprint: str) -> Path:
     return output.with_name(f"{output.name}.{fingerprint}.data")
 
 
-def superseded_data_files(output: Path, keep: Path, protected: set[Path]) -> list[Path]:
-    """Data files an earlier run published for ``output`` (other fingerprints), never one
-    this run reads."""
+def superseded_data_files(output: Path, keep: Path | None, protected: set[Path]) -> list[Path]:
+    """Data files an earlier run published for ``output`` (other fingerprints; all of them when
+    the new output is embedded), never one this run reads."""
     pattern = re.compile(re.escape(output.name) + r"\.[0-9a-f]{16}\.data$")
     folder = output.parent if str(output.parent) else Path(".")
     try:
@@ -57,7 +57,7 @@ def superseded_data_files(output: Path, keep: Path, protected: set[Path]) -> lis
     found = []
     for name in names:
         path = folder / name
-        if pattern.match(name) and name != keep.name and path.resolve() not in protected:
+        if pattern.match(name) and (keep is None or name != keep.name) and path.resolve() not in protected:
             found.append(path)
     return found
 
