@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto
+
 __all__ = ["EMBEDDED_LOCATION", "FileWindow", "WireError", "strip_raw_data"]
 
 #: Location string that marks a skeleton tensor whose bytes are in the model file itself.
@@ -20,17 +22,26 @@ EMBEDDED_LOCATION = "\x00sparsify-embedded"
 
 _MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _FUNCTION = range(6)
 
+
+def _number(message, field: str) -> int:
+    """A field's number, from onnx's own protobuf descriptors (never a bare integer here)."""
+    return message.DESCRIPTOR.fields_by_name[field].number
+
+
 # Length-delimited fields that hold a message we descend into (field number -> kind).
 _CHILDREN = {
-    _MODEL: {7: _GRAPH, 25: _FUNCTION},
-    _GRAPH: {1: _NODE, 5: _TENSOR},
-    _FUNCTION: {7: _NODE},
-    _NODE: {5: _ATTR},
-    _ATTR: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH},
+    _MODEL: {_number(ModelProto, "graph"): _GRAPH, _number(ModelProto, "functions"): _FUNCTION},
+    _GRAPH: {_number(GraphProto, "node"): _NODE, _number(GraphProto, "initializer"): _TENSOR},
+    _FUNCTION: {_number(FunctionProto, "node"): _NODE},
+    _NODE: {_number(NodeProto, "attribute"): _ATTR},
+    _ATTR: {_number(AttributeProto, "t"): _TENSOR, _number(AttributeProto, "g"): _GRAPH,
+            _number(AttributeProto, "tensors"): _TENSOR, _number(AttributeProto, "graphs"): _GRAPH},
     _TENSOR: {},
 }
-_RAW_DATA = 9
-_EXTERNAL_DATA = 13
+_RAW_DATA = _number(TensorProto, "raw_data")
+_EXTERNAL_DATA = _number(TensorProto, "external_data")
+_DATA_LOCATION = _number(TensorProto, "data_location")
+_ENTRY_KEY, _ENTRY_VALUE = _number(StringStringEntryProto, "key"), _number(StringStringEntryProto, "value")
 # A file may not name the marker: its tensor would be read from (and patched into) the
 # model file's own bytes.  Any occurrence in an external_data entry is refused.
 _SENTINEL = EMBEDDED_LOCATION.encode()
@@ -106,16 +117,20 @@ def _encode_varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _tag(field: int, wire: int) -> bytes:
+    return _encode_varint(field << 3 | wire)
+
+
 def _entry(key: str, value: str) -> bytes:
     k, v = key.encode(), value.encode()
-    body = b"\x0a" + _encode_varint(len(k)) + k + b"\x12" + _encode_varint(len(v)) + v
-    return b"\x6a" + _encode_varint(len(body)) + body  # field 13 (external_data), wire 2
+    body = _tag(_ENTRY_KEY, 2) + _encode_varint(len(k)) + k + _tag(_ENTRY_VALUE, 2) + _encode_varint(len(v)) + v
+    return _tag(_EXTERNAL_DATA, 2) + _encode_varint(len(body)) + body
 
 
 def _embedded_reference(offset: int, length: int) -> bytes:
-    # data_location (14) = EXTERNAL (1), then location/offset/length entries.
+    # data_location = EXTERNAL, then location/offset/length entries.
     return (
-        b"\x70\x01"
+        _tag(_DATA_LOCATION, 0) + _encode_varint(TensorProto.EXTERNAL)
         + _entry("location", EMBEDDED_LOCATION)
         + _entry("offset", str(offset))
         + _entry("length", str(length))
