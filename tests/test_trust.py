@@ -253,9 +253,17 @@ def test_a_report_that_cannot_be_written_publishes_no_model(tmp_path, capsys):
 
 
 def test_interrupt_during_publication_lands_after_it_and_says_so(tmp_path, capsys, monkeypatch):
+    import onnxruntime as ort
+
     import sparsify.io.publish as publish
 
     model = mlp(tmp_path, external=True)
+    # Native worker threads in the process (as after a parity run): a process-directed signal may be
+    # delivered to any of them, so a per-thread signal mask cannot hold it; the deferral must.
+    big = make_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [vi("x", [256, 512])], [vi("y", None)],
+                     [init(rand([512, 512]), "W")])
+    threads = ort.InferenceSession(big.SerializeToString(), providers=["CPUExecutionProvider"])
+    threads.run(None, {"x": rand([256, 512])})  # a parallel GEMM: the pool's threads now exist
     real_replace = os.replace
 
     def replace_then_interrupt(src, dst):

@@ -5,7 +5,7 @@ data, report) is complete in staging files.  :class:`Publication` then renames t
 fixed order — external data first (its name is content-derived, so it can never be paired
 with another run's graph), the model next (it names that data file), the report last —
 while holding an exclusive lock on each output folder (two runs on the same ``-o`` publish
-one after the other, never interleaved) and with SIGINT/SIGTERM held back, so an interrupt
+one after the other, never interleaved) and with SIGINT/SIGTERM deferred, so an interrupt
 lands before or after the whole publication, never inside it.
 
 Staging files are named ``.<final name>.<pid>.<random>.sparsify-tmp``.  Any error removes
@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,16 +84,31 @@ def remove_stale_staging(folder: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (ValueError, OSError):  # not the main thread / not supported: publish anyway
+    """SIGINT/SIGTERM arriving inside are acted on only after it.  Python-level handlers are
+    swapped (a thread signal mask would not do: a process-directed signal is delivered to any
+    thread that does not block it — ONNX Runtime's worker threads, say — and Python then
+    raises in the main thread all the same)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
+
+    def defer(signum, frame) -> None:
+        received.append(signum)
+
+    held: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, defer) for s in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(received):  # each signal once, in arrival order
+            handler = previous[number]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), number)
 
 
 @contextlib.contextmanager
