@@ -22,7 +22,7 @@ from sparsify.graph.prune_weight import nonzero_mask, prune_weight
 from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
 from sparsify.graph.targets import PruneTarget, find_targets, group_by_weight
 from sparsify.graph.writer import ModelWriter, superseded_data_files
-from sparsify.io.paths import check_name_lengths, check_write_paths
+from sparsify.io.paths import check_name_lengths, check_write_paths, model_reads
 from sparsify.io.publish import Publication, remove_stale_staging
 from sparsify.masks.given import apply_given_mask, load_masks
 from sparsify.masks.nm import nm_violations
@@ -111,11 +111,9 @@ def _parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
 
 def _read_paths(loaded: LoadedModel, **files: str | list[str] | None) -> list[tuple[str, Path]]:
     """Every file the run reads: the model, its external data, and the npz files given."""
-    reads: list[tuple[str, Path]] = [("input model", loaded.path)]
-    reads += [("input model's external data", p) for p in sorted(loaded.external_files)]
+    reads = model_reads("input model", loaded.path, loaded.external_files)
     for label, value in files.items():
-        for item in [value] if isinstance(value, str | Path) else (value or []):
-            reads.append((f"--{label.replace('_', '-')} file", Path(item)))
+        reads += [(f"--{label.replace('_', '-')} file", Path(item)) for item in _as_list(value)]
     return reads
 
 

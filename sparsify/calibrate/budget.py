@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from sparsify.errors import UsageError
 from sparsify.npz import read_npz
-from sparsify.verify.feeds import load_feeds
+from sparsify.verify.feeds import feeds_from_arrays
 from sparsify.verify.parity import metrics
 
 __all__ = ["BudgetResult", "EvalData", "accuracy_loss", "choose_dense", "drift_loss", "load_eval"]
@@ -44,10 +44,10 @@ class BudgetResult:
 
 
 def load_eval(path: str | Path, session: ort.InferenceSession, need_labels: bool) -> EvalData:
-    feeds = load_feeds(path, session)
+    data = read_npz(path)  # read once: the inputs and the labels
+    feeds = feeds_from_arrays(path, data, session)
     labels = None
     if need_labels:
-        data = read_npz(path)
         if "labels" not in data:
             raise UsageError(f"{path}: --max-accuracy-drop needs class indices under the key 'labels'")
         raw = np.asarray(data["labels"]).reshape(-1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sparsify.errors import OutputError, UsageError
 
-__all__ = ["NAME_MAX", "check_name_lengths", "check_write_paths", "file_identity"]
+__all__ = ["NAME_MAX", "check_name_lengths", "check_write_paths", "file_identity", "model_reads"]
 
 NAME_MAX = 255  # bytes per path component on Linux file systems (ext4, xfs, tmpfs, btrfs)
 
@@ -40,6 +40,11 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def model_reads(label: str, path: Path, external_files: Iterable[Path]) -> list[tuple[str, Path]]:
+    """(label, path) read entries for a model file and its external-data files."""
+    return [(label, Path(path)), *((f"{label}'s external data", Path(p)) for p in sorted(external_files))]
 
 
 def _resolved(path: Path) -> Path:

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from sparsify.errors import UsageError
 from sparsify.npz import read_npz, scan_npz
 
-__all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_input_shapes", "check_npz_inputs", "load_feeds", "parse_input_shapes",
+__all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_input_shapes", "check_npz_inputs", "feeds_from_arrays", "load_feeds", "parse_input_shapes",
            "random_feeds", "specs_from_graph", "specs_from_session"]
 
 
@@ -151,8 +151,14 @@ def load_feeds(path: str | Path, session: ort.InferenceSession) -> list[dict[str
     An array with one more axis than the input holds samples stacked along axis 0 (each is
     run on its own); an array of the input's rank is run as one batch.
     """
+    return feeds_from_arrays(path, read_npz(path), session)
+
+
+def feeds_from_arrays(path: str | Path, arrays: dict[str, np.ndarray],
+                      session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
+    """:func:`load_feeds` on arrays already read from ``path`` (named in errors)."""
     path = Path(path)
-    arrays = read_npz(path)
+    arrays = dict(arrays)
     specs = specs_from_session(session)
     count = check_arrays_fit(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, specs)
     for spec in specs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sparsify.errors import GateFailed, MissingComponent, UsageError
 from sparsify.io.jsonsafe import json_safe
-from sparsify.io.paths import check_write_paths
+from sparsify.io.paths import check_write_paths, model_reads
 from sparsify.io.publish import write_atomically
 
 __all__ = ["build_section", "merge_build_report", "plugin"]
@@ -136,10 +136,9 @@ def _reference(args: argparse.Namespace, report: dict | None, model_path: Path) 
 
 def _check_paths(args, loaded, reference_model, output: Path, report_path: Path | None) -> None:
     """Written paths never equal read ones (the report and timing cache are updated in place, atomically)."""
-    reads = [("input model", loaded.path), *(("input model's external data", p) for p in sorted(loaded.external_files))]
+    reads = model_reads("input model", loaded.path, loaded.external_files)
     if reference_model is not None:
-        reads += [("--reference model", reference_model.path),
-                  *(("--reference external data", p) for p in sorted(reference_model.external_files))]
+        reads += model_reads("--reference model", reference_model.path, reference_model.external_files)
     if args.inputs:
         reads.append(("--inputs file", Path(args.inputs)))
     writes = {"engine": output}
