@@ -14,19 +14,20 @@ from pathlib import Path
 
 import onnx
 
-from sparsify.calibrate.options import METHODS, DataAwareOptions
+from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
+from sparsify.analysis.targets import PruneTarget, find_targets, group_by_weight
+from sparsify.calibrate.options import DataAwareOptions
 from sparsify.errors import UsageError
-from sparsify.graph.index import GraphIndex
-from sparsify.graph.model_io import LoadedModel, open_model
-from sparsify.graph.prune_weight import nonzero_mask, prune_weight
-from sparsify.graph.select import DEFAULT_MIN_CHANNELS, compile_patterns, select_targets
-from sparsify.graph.targets import PruneTarget, find_targets, group_by_weight
-from sparsify.graph.writer import ModelWriter, superseded_data_files
+from sparsify.io.model import LoadedModel, open_model
+from sparsify.io.npz import input_byte_limit
 from sparsify.io.paths import check_name_lengths, check_write_paths, model_reads
 from sparsify.io.publish import Publication, remove_stale_staging
+from sparsify.io.writer import ModelWriter, superseded_data_files
+from sparsify.masks.apply import nonzero_mask, prune_weight
 from sparsify.masks.given import apply_given_mask, load_masks
 from sparsify.masks.nm import nm_violations
-from sparsify.npz import input_byte_limit
+from sparsify.masks.registry import METHODS
 from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
 
@@ -120,7 +121,7 @@ def _read_paths(loaded: LoadedModel, **files: str | list[str] | None) -> list[tu
 def _check_data_files(loaded: LoadedModel, inputs: str | None, data_aware: DataAwareOptions, masks: str | None) -> None:
     """Every npz the run will read, checked from its headers before any work: readable,
     numeric, within --max-input-bytes, and (model inputs) fitting the graph's inputs."""
-    from sparsify.npz import scan_npz
+    from sparsify.io.npz import scan_npz
 
     if masks is not None:
         scan_npz(masks)

@@ -12,9 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sparsify.analysis.select import predict_profit
+from sparsify.analysis.targets import PruneTarget
 from sparsify.errors import OutputError
-from sparsify.graph.select import predict_profit
-from sparsify.graph.targets import PruneTarget
 from sparsify.io.jsonsafe import json_safe
 from sparsify.io.publish import Publication
 from sparsify.pattern import NMPattern

@@ -187,7 +187,7 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig, code):
 
 
 def test_profitability_prediction_per_dtype_and_size(tmp_path):
-    from sparsify.graph.select import predict_profit
+    from sparsify.analysis.select import predict_profit
 
     def target(dtype, k, n):
         nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]

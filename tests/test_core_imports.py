@@ -27,7 +27,7 @@ def test_every_core_module_imports_without_torch_or_tensorrt():
     assert result.returncode == 0, result.stderr
     names = set(result.stdout.split())
     # subpackages without __init__.py would be missing from a wheel: list them explicitly
-    assert {"sparsify.graph.writer", "sparsify.masks.nm", "sparsify.verify.parity", "sparsify.calibrate.pipeline",
+    assert {"sparsify.io.writer", "sparsify.masks.nm", "sparsify.verify.parity", "sparsify.calibrate.pipeline",
             "sparsify.cli.prune", "sparsify.api"} <= names, names
 
 
@@ -42,7 +42,7 @@ def test_wheel_install_runs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     env = {**__import__("os").environ, "PYTHONPATH": str(target)}
-    probe = "import sparsify, sparsify.graph.writer, sparsify.calibrate.pipeline; print(sparsify.__file__)"
+    probe = "import sparsify, sparsify.io.writer, sparsify.calibrate.pipeline; print(sparsify.__file__)"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and str(target) in result.stdout, result.stderr
 

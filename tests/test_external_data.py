@@ -110,7 +110,7 @@ def test_external_data_shorter_than_declared(tmp_path):
 
 
 def test_failure_during_write_leaves_nothing(tmp_path, monkeypatch):
-    from sparsify.graph import writer
+    from sparsify.io import writer
 
     onnx.save(_two_layer(), tmp_path / "m.onnx")
     before = _digest(tmp_path)

@@ -236,11 +236,11 @@ def _gelu_mlp(tmp_path, residual=False):
 
 
 def test_channel_chain_permutation_is_exact(tmp_path):
+    from sparsify.analysis.channel_chain import find_chain
+    from sparsify.analysis.index import GraphIndex
+    from sparsify.analysis.targets import find_targets
     from sparsify.calibrate.session import InMemoryModel
-    from sparsify.graph.channel_chain import find_chain
-    from sparsify.graph.index import GraphIndex
-    from sparsify.graph.model_io import open_model
-    from sparsify.graph.targets import find_targets
+    from sparsify.io.model import open_model
     from sparsify.pattern import parse_pattern
 
     path = _gelu_mlp(tmp_path)

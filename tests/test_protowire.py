@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from sparsify.graph import protowire
-from sparsify.graph.model_io import iter_tensors
+from sparsify.io import protowire
+from sparsify.io.model import iter_tensors
 
 
 def _restore(skeleton: onnx.ModelProto, data: bytes) -> onnx.ModelProto:

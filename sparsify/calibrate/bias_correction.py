@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from sparsify.calibrate.capture import ActivationStats
-from sparsify.graph.dtypes import FLOAT_TYPES, from_float, to_float32
-from sparsify.graph.index import GraphIndex, is_default_domain
-from sparsify.graph.targets import PruneTarget
+from sparsify.analysis.index import GraphIndex, is_default_domain
+from sparsify.analysis.targets import PruneTarget
+from sparsify.io.dtypes import FLOAT_TYPES, from_float, to_float32
+from sparsify.masks.stats import ActivationStats
 
 __all__ = ["find_bias", "corrected_bias"]
 

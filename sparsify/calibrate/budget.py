@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
-from sparsify.npz import read_npz
+from sparsify.io.npz import read_npz
 from sparsify.verify.feeds import feeds_from_arrays
 from sparsify.verify.parity import metrics
 

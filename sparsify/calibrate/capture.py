@@ -7,42 +7,14 @@ it, ``hessian = X^T X`` with rows = every position that meets the weight.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from sparsify.analysis.index import int_attr
+from sparsify.analysis.targets import PruneTarget
 from sparsify.calibrate.session import InMemoryModel
-from sparsify.graph.index import int_attr
-from sparsify.graph.targets import PruneTarget
+from sparsify.masks.stats import ActivationStats
 
 __all__ = ["ActivationStats", "activation_input", "collect_stats"]
-
-
-@dataclass
-class ActivationStats:
-    rows: int
-    sq_norm: np.ndarray  # [K]
-    hessian: np.ndarray | None = None  # [K, K], float64
-    total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
-    cross: np.ndarray | None = None  # [K, K] X^T X_dense: this input vs the dense model's
-    dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
-
-    @property
-    def dense_mean(self) -> np.ndarray:
-        total = self.total if self.dense_total is None else self.dense_total
-        if total is None:
-            raise ValueError("no rows were collected")
-        return np.asarray(total / max(1, self.rows))
-
-    @property
-    def mean(self) -> np.ndarray:
-        if self.total is None:
-            raise ValueError("no rows were collected")
-        return np.asarray(self.total / max(1, self.rows))
-
-    @property
-    def feature_norm(self) -> np.ndarray:
-        return np.sqrt(self.sq_norm)
 
 
 def activation_input(target: PruneTarget) -> tuple[str, int]:

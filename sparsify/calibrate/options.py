@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sparsify.errors import UsageError
+from sparsify.masks.registry import NEEDS_CALIBRATION
 
-__all__ = ["METHODS", "NEEDS_CALIBRATION", "DataAwareOptions"]
-
-METHODS = ("magnitude", "wanda", "sparsegpt")
-NEEDS_CALIBRATION = frozenset({"wanda", "sparsegpt"})
+__all__ = ["DataAwareOptions"]
 
 
 @dataclass

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from sparsify.analysis.channel_chain import find_chain
+from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.targets import PruneTarget
 from sparsify.calibrate.session import InMemoryModel
-from sparsify.graph.channel_chain import find_chain
-from sparsify.graph.dtypes import FLOAT_TYPES, to_float32
-from sparsify.graph.index import GraphIndex
-from sparsify.graph.targets import PruneTarget
+from sparsify.io.dtypes import FLOAT_TYPES, to_float32
 from sparsify.masks.permute import retained, search_permutation
 from sparsify.pattern import NMPattern
 

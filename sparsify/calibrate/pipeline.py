@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
+from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.targets import PruneTarget, group_by_weight
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
 from sparsify.calibrate.capture import activation_input, collect_stats
@@ -13,11 +15,9 @@ from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.errors import UsageError
-from sparsify.graph.index import GraphIndex
-from sparsify.graph.model_io import LoadedModel
-from sparsify.graph.prune_weight import PruneResult
-from sparsify.graph.targets import PruneTarget, group_by_weight
-from sparsify.graph.writer import ModelWriter
+from sparsify.io.model import LoadedModel
+from sparsify.io.writer import ModelWriter
+from sparsify.masks.apply import PruneResult
 from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sparsify.analysis.select import DEFAULT_MIN_CHANNELS
 from sparsify.errors import EXIT_GATE, EXIT_OK
-from sparsify.graph.select import DEFAULT_MIN_CHANNELS
 
 if TYPE_CHECKING:
     from sparsify.report import Report

@@ -62,7 +62,8 @@ def export_names(recipe) -> dict:
 
 def run_lottery(recipe_spec: str, config: TicketConfig, out: str | Path, progress=print, force: bool = False) -> dict:
     """Search a ticket, export it to ONNX (every pruned target checked N:M), write the report."""
-    import sparsify
+    from sparsify.api import check
+    from sparsify.torch_import.prune_module import prune_torch
 
     if (config.pattern is None) == (config.sparsity is None):
         raise UsageError("give --pattern N:M or --sparsity S (unstructured), not both")
@@ -76,14 +77,14 @@ def run_lottery(recipe_spec: str, config: TicketConfig, out: str | Path, progres
     recipe = load_recipe(recipe_spec)
     found = find_ticket(recipe, config, out, progress)
     report = found["report"]
-    onnx_report = sparsify.prune_torch(recipe.model, recipe.example_inputs, out / "ticket.onnx", masks=found["masks"],
+    onnx_report = prune_torch(recipe.model, recipe.example_inputs, out / "ticket.onnx", masks=found["masks"],
                                        report_path=out / "ticket.onnx.report.json", **export_names(recipe))
     sparse_targets = onnx_report.count("pruned") + onnx_report.count("already_nm")  # ticket weights hold zeros already
     report["onnx"] = {"path": str(out / "ticket.onnx"), "pruned_targets": sparse_targets,
                       "masked_not_nm_targets": onnx_report.count("masked_not_nm"),  # unstructured tickets
                       "parity_verified": bool(onnx_report.parity and onnx_report.parity.verified)}
     if config.pattern is not None:
-        audit = sparsify.check(out / "ticket.onnx", config.pattern)
+        audit = check(out / "ticket.onnx", config.pattern)
         report["onnx"]["non_compliant_targets"] = audit.count("non_compliant")
     note = _plot(report, out / "accuracy_vs_sparsity.png")
     report["plot"] = note or str(out / "accuracy_vs_sparsity.png")

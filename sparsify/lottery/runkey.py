@@ -41,9 +41,9 @@ def run_fields(recipe_spec: str, config) -> dict:
     """Everything a stage's result depends on, as JSON-ready fields."""
     from importlib import metadata
 
-    import sparsify
+    from sparsify import __version__
 
-    versions = {"sparsify": sparsify.__version__}
+    versions = {"sparsify": __version__}
     try:
         versions["torch"] = metadata.version("torch")
     except metadata.PackageNotFoundError:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from sparsify.errors import UsageError
+from sparsify.io.npz import write_npz
 from sparsify.lottery.enforce import MaskEnforcer
 from sparsify.lottery.masks import global_magnitude_masks, nm_mask, prunable_weights
-from sparsify.npz import write_npz
 from sparsify.pattern import NMPattern
 
 __all__ = ["TicketConfig", "find_ticket", "schedule", "seed_everything"]

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sparsify.analysis.lookthrough import WeightSource
+from sparsify.analysis.targets import PruneTarget
 from sparsify.errors import UsageError
-from sparsify.graph.dtypes import FLOAT_TYPES
-from sparsify.graph.lookthrough import WeightSource
-from sparsify.graph.prune_weight import PruneResult, ReadBits, nonzero_mask, quant_zero
-from sparsify.graph.targets import PruneTarget
+from sparsify.io.dtypes import FLOAT_TYPES
+from sparsify.io.npz import read_npz
+from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, quant_zero
 from sparsify.masks.nm import nm_violations
-from sparsify.npz import read_npz
 from sparsify.pattern import NMPattern
 
 __all__ = ["apply_given_mask", "load_masks"]

@@ -6,22 +6,18 @@ magnitude for it, and the returned note says why (it lands in the report row).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import onnx
 
-from sparsify.calibrate.options import METHODS, NEEDS_CALIBRATION
-from sparsify.graph.dtypes import FLOAT_TYPES, from_float, to_float32
-from sparsify.graph.index import int_attr, ints_attr
-from sparsify.graph.lookthrough import WeightSource
-from sparsify.graph.prune_weight import PruneResult, ReadBits, nonzero_mask, prune_weight
+from sparsify.analysis.index import int_attr, ints_attr
+from sparsify.analysis.lookthrough import WeightSource
+from sparsify.io.dtypes import FLOAT_TYPES, from_float, to_float32
+from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weight
 from sparsify.masks.nm import nm_violations
+from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
 from sparsify.masks.sparsegpt import SparseGPTError, sparsegpt_prune
+from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
-
-if TYPE_CHECKING:
-    from sparsify.calibrate.capture import ActivationStats
 
 __all__ = ["METHODS", "NEEDS_CALIBRATION", "needs_hessian", "prune_with_method"]
 

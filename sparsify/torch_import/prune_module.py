@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from sparsify.errors import UsageError
-from sparsify.npz import write_npz
+from sparsify.io.npz import write_npz
 from sparsify.torch_import.export import export_to_onnx, quiet_output, require_torch
 from sparsify.torch_import.mapping import map_parameters
 
@@ -122,7 +122,7 @@ def prune_pt2(path: str | Path, output: str | Path | None = None, **prune_kwargs
 
 
 def _onnx_keyed_masks(masks_path: str, parameters: dict, dense: Path, workdir: Path) -> str:
-    from sparsify.npz import read_npz
+    from sparsify.io.npz import read_npz
 
     masks = read_npz(masks_path)
     by_param = {k: v for k, v in masks.items() if k in parameters}

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
-from sparsify.npz import read_npz, scan_npz
+from sparsify.io.npz import read_npz, scan_npz
 
 __all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_input_shapes", "check_npz_inputs", "feeds_from_arrays", "load_feeds", "parse_input_shapes",
            "random_feeds", "specs_from_graph", "specs_from_session"]

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     without TensorRT)."""
     import onnx
 
-    from sparsify.graph.model_io import open_model
+    from sparsify.io.model import open_model
     from sparsify_tensorrt.options import BuildOptions, has_qdq, parse_shapes
 
     model_path, output = Path(args.model), Path(args.output)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from sparsify.errors import MissingComponent, OutputError, UsageError
-from sparsify.graph.model_io import open_model
+from sparsify.io.model import open_model
 from sparsify_triton.config import config_from_model, render_config
 
 __all__ = ["plugin"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
-from sparsify.graph.index import GraphIndex, int_attr, is_default_domain
-from sparsify.graph.targets import PruneTarget
+from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
+from sparsify.analysis.targets import PruneTarget
 
 __all__ = ["ChannelChain", "find_chain"]
 

@@ -22,9 +22,9 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto
 
 from sparsify.errors import InputError
-from sparsify.graph.dtypes import STORAGE, dtype_name
-from sparsify.graph.protowire import EMBEDDED_LOCATION, FileWindow, WireError, strip_raw_data
+from sparsify.io.dtypes import STORAGE, dtype_name
 from sparsify.io.paths import check_name_lengths
+from sparsify.io.protowire import EMBEDDED_LOCATION, FileWindow, WireError, strip_raw_data
 
 __all__ = ["LoadedModel", "TensorLocation", "iter_tensors", "open_model", "tensor_nbytes"]
 

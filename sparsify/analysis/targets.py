@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from sparsify.graph.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
-from sparsify.graph.index import GraphIndex, int_attr, is_default_domain
-from sparsify.graph.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
+from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
+from sparsify.analysis.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
+from sparsify.io.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
 from sparsify.pattern import NMPattern
 
 __all__ = ["PruneTarget", "find_targets", "group_by_weight"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from onnx import TensorProto
 
-from sparsify.graph.dtypes import FLOAT_TYPES, abs_mask, magnitude_key, to_float32
-from sparsify.graph.lookthrough import WeightSource
+from sparsify.analysis.lookthrough import WeightSource
+from sparsify.io.dtypes import FLOAT_TYPES, abs_mask, magnitude_key, to_float32
 from sparsify.masks.nm import nm_keep_mask, nm_violations, prune_bits_inplace
 from sparsify.pattern import NMPattern
 

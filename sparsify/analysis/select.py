@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
+from sparsify.analysis.targets import PruneTarget
 from sparsify.errors import UsageError
-from sparsify.graph.targets import PruneTarget
 
 __all__ = ["DEFAULT_MIN_CHANNELS", "compile_patterns", "predict_profit", "select_targets"]
 

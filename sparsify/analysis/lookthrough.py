@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
+from sparsify.analysis.index import GraphIndex, int_attr, ints_attr
 from sparsify.errors import InputError
-from sparsify.graph.dtypes import dtype_name
-from sparsify.graph.index import GraphIndex, int_attr, ints_attr
+from sparsify.io.dtypes import dtype_name
 
 __all__ = ["LOOK_THROUGH_OPS", "QuantParams", "WeightSource", "resolve_weight"]
 

@@ -32,7 +32,7 @@ import onnx
 from onnx import TensorProto
 
 from sparsify.errors import OutputError
-from sparsify.graph.model_io import LoadedModel, iter_tensors
+from sparsify.io.model import LoadedModel, iter_tensors
 from sparsify.io.publish import Publication
 
 __all__ = ["ModelWriter", "data_file_for", "superseded_data_files"]

@@ -1,1 +1,0 @@
-"""ONNX model I/O, target discovery (axis rules, look-through), mask application, writing."""

@@ -1,0 +1,40 @@
+"""What a data-aware method knows about a weight's input: activation statistics from calibration.
+
+``sq_norm[k] = sum x_k^2`` (Wanda) and ``hessian = X^T X`` (SparseGPT) over every position
+that meets the weight; ``calibrate/capture.py`` fills them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["ActivationStats"]
+
+
+@dataclass
+class ActivationStats:
+    rows: int
+    sq_norm: np.ndarray  # [K]
+    hessian: np.ndarray | None = None  # [K, K], float64
+    total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
+    cross: np.ndarray | None = None  # [K, K] X^T X_dense: this input vs the dense model's
+    dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
+
+    @property
+    def dense_mean(self) -> np.ndarray:
+        total = self.total if self.dense_total is None else self.dense_total
+        if total is None:
+            raise ValueError("no rows were collected")
+        return np.asarray(total / max(1, self.rows))
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.total is None:
+            raise ValueError("no rows were collected")
+        return np.asarray(self.total / max(1, self.rows))
+
+    @property
+    def feature_norm(self) -> np.ndarray:
+        return np.sqrt(self.sq_norm)
