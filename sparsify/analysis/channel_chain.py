@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
+from sparsify.analysis.skip import Skip
 from sparsify.analysis.targets import PruneTarget
 
 __all__ = ["ChannelChain", "find_chain"]
@@ -57,19 +58,19 @@ def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
         slot, out_axis = 1, 0 if int_attr(node, "transB", 0, 0, 1) else 1
         bias = node.input[2] if len(node.input) > 2 else ""
     else:
-        return "permutation: the producing layer is a Gemm with transA"
+        return Skip("permutation: the producing layer is a Gemm with transA")
     name = node.input[slot] if len(node.input) > slot else ""
     found = index.constant_tensor(name) if name else None
     if found is None:
-        return "permutation: the producing layer's weight is not a stored constant"
+        return Skip("permutation: the producing layer's weight is not a stored constant")
     if len(found[0].dims) != 2:
-        return "permutation: the producing layer's weight is not 2-D"
+        return Skip("permutation: the producing layer's weight is not 2-D")
     if len(index.consumers.get(name, [])) != 1:
-        return "permutation: the producing layer's weight is shared with other layers"
+        return Skip("permutation: the producing layer's weight is shared with other layers")
     return name, found[0], out_axis, bias
 
 
-def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
+def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | Skip:
     """The permutable region feeding ``consumer``'s activation, or why there is none.
 
     The region is every node between one producing MatMul/Gemm and the consumer; all must be
@@ -78,12 +79,12 @@ def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
     """
     node = consumer.node
     if node is None or node.op_type not in ("MatMul", "Gemm") or consumer.input_index != 1:
-        return "permutation: only MatMul/Gemm layers whose weight is the right operand"
+        return Skip("permutation: only MatMul/Gemm layers whose weight is the right operand")
     if node.op_type == "Gemm" and int_attr(node, "transA", 0, 0, 1):
-        return "permutation: Gemm with transA"
+        return Skip("permutation: Gemm with transA")
     src = consumer.source
     if src is None or src.quant is not None or len(src.tensor.dims) != 2:
-        return "permutation: only 2-D float weights"
+        return Skip("permutation: only 2-D float weights")
     channels = consumer.reduction_length
     region: dict[int, onnx.NodeProto] = {}
     constants: dict[str, TensorProto] = {}
@@ -95,22 +96,22 @@ def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
             continue
         seen.add(tensor)
         if len(seen) > 256:
-            return "permutation: region too large"
+            return Skip("permutation: region too large")
         producer = index.producers.get(tensor)
         if producer is None or not is_default_domain(producer):
-            return "permutation: the activation does not come from a MatMul/Gemm"
+            return Skip("permutation: the activation does not come from a MatMul/Gemm")
         if producer.op_type in ("MatMul", "Gemm"):
             producers[id(producer)] = producer
             continue
         if producer.op_type not in _UNARY and producer.op_type not in _BINARY:
-            return f"permutation: {producer.op_type} between the layers is not channel-wise"
+            return Skip(f"permutation: {producer.op_type} between the layers is not channel-wise")
         region[id(producer)] = producer
         inputs = [i for i in producer.input if i]
         for name in inputs[1:] if producer.op_type in _UNARY else inputs:
             if index.is_constant(name):
                 role = _constant_role(index, name, channels, set(region))
                 if role is None:
-                    return f"permutation: {producer.op_type} has a constant that is not per-channel"
+                    return Skip(f"permutation: {producer.op_type} has a constant that is not per-channel")
                 if role != "scalar":
                     constants[name] = role[1]
             else:
@@ -118,27 +119,27 @@ def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | str:
         if producer.op_type in _UNARY:
             frontier.append(inputs[0])
     if len(producers) != 1:
-        return "permutation: the activation mixes several producing layers"
+        return Skip("permutation: the activation mixes several producing layers")
     producer = next(iter(producers.values()))
     allowed = set(region) | {id(node)}
     for tensor in list(seen):
         if tensor in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(tensor, [])):
-            return "permutation: an intermediate tensor has other users"
+            return Skip("permutation: an intermediate tensor has other users")
     for name in constants:
         if name in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(name, [])):
-            return "permutation: a per-channel constant is shared with other layers"
+            return Skip("permutation: a per-channel constant is shared with other layers")
     weight = _producer_weight(index, producer)
-    if isinstance(weight, str):
+    if isinstance(weight, Skip):
         return weight
     name, stored, axis, bias = weight
     if bias:  # Gemm's own bias C (nn.Linear's bias) is permuted with the output channels
         role = _constant_role(index, bias, channels, {id(producer)}) if index.is_constant(bias) else None
         if role is None:
-            return "permutation: the producing Gemm's bias is not a per-channel constant"
+            return Skip("permutation: the producing Gemm's bias is not a per-channel constant")
         if bias in index.graph_outputs or len(index.consumers.get(bias, [])) != 1:
-            return "permutation: the producing Gemm's bias is shared with other layers"
+            return Skip("permutation: the producing Gemm's bias is shared with other layers")
         if role != "scalar":
             constants[bias] = role[1]
     if int(stored.dims[axis]) != channels:
-        return "permutation: producer width does not match"
+        return Skip("permutation: producer width does not match")
     return ChannelChain(producer, name, stored, axis, sorted(constants.items()))

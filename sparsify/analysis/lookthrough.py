@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex, int_attr, ints_attr
+from sparsify.analysis.skip import Skip
 from sparsify.errors import InputError
 from sparsify.io.dtypes import dtype_name
 
@@ -63,37 +64,37 @@ def _perm(node: onnx.NodeProto, rank: int) -> list[int]:
     return perm if perm else list(reversed(range(rank)))
 
 
-def resolve_weight(index: GraphIndex, name: str, op_axis: int) -> WeightSource | str:
+def resolve_weight(index: GraphIndex, name: str, op_axis: int) -> WeightSource | Skip:
     """Walk back from ``name``; a WeightSource, or the reason it is not a usable weight."""
     steps: list[onnx.NodeProto] = []
     seen: set[str] = set()
     while True:
         if name in seen:
-            return "weight path forms a cycle"
+            return Skip("weight path forms a cycle")
         seen.add(name)
         if name in index.sparse_initializers:
-            return "weight is stored as a sparse_initializer"
+            return Skip("weight is stored as a sparse_initializer")
         found = index.constant_tensor(name)
         if found is not None:
             return _finish(index, name, found, steps, op_axis)
         node = index.producers.get(name)
         if node is None:
-            return "weight is a graph input, not a constant"
+            return Skip("weight is a graph input, not a constant")
         if node.op_type not in LOOK_THROUGH_OPS or node.domain not in ("", "ai.onnx"):
-            return f"weight reaches the op through {node.op_type} (only {', '.join(sorted(LOOK_THROUGH_OPS))} are followed)"
+            return Skip(f"weight reaches the op through {node.op_type} (only {', '.join(sorted(LOOK_THROUGH_OPS))} are followed)")
         steps.append(node)
         name = node.input[0]
 
 
-def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
+def _finish(index, name, found, steps, op_axis) -> WeightSource | Skip:
     tensor, kind = found
     rank = len(tensor.dims)
     if rank == 0:
-        return "weight is a scalar"
+        return Skip("weight is a scalar")
     if rank == 1:
         op_axis = 0  # a 1-D MatMul operand is reduced along its only axis
     if not -rank <= op_axis < rank:
-        return f"reduction axis {op_axis} does not exist on a rank-{rank} weight"
+        return Skip(f"reduction axis {op_axis} does not exist on a rank-{rank} weight")
     axis = op_axis % rank
     quant: QuantParams | None = None
     dq_axis: int | None = None
@@ -101,13 +102,13 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
         if step.op_type == "Transpose":
             perm = _perm(step, rank)
             if sorted(perm) != list(range(rank)):
-                return f"Transpose perm {perm} does not match the weight's rank {rank}"
+                return Skip(f"Transpose perm {perm} does not match the weight's rank {rank}")
             axis = perm[axis]
             if dq_axis is not None:
                 dq_axis = perm[dq_axis]
         elif step.op_type == "DequantizeLinear":
             found = _quant_params(index, step, rank)
-            if isinstance(found, str):
+            if isinstance(found, Skip):
                 return found
             quant, dq_axis = found, found.axis
         elif step.op_type in ("Cast", "QuantizeLinear"):
@@ -124,26 +125,26 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | str:
     return WeightSource(name, tensor, kind, steps, quant, axis, tuple(op_shape))
 
 
-def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantParams | str:
-    def const(slot: int) -> TensorProto | None | str:
+def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantParams | Skip:
+    def const(slot: int) -> TensorProto | None | Skip:
         if len(node.input) <= slot or not node.input[slot]:
             return None
         found = index.constant_tensor(node.input[slot])
         if found is None:
-            return f"DequantizeLinear {node.input[slot]!r} is not a constant"
+            return Skip(f"DequantizeLinear {node.input[slot]!r} is not a constant")
         return found[0]
 
     scale, zero_point = const(1), const(2)
-    if isinstance(scale, str):
+    if isinstance(scale, Skip):
         return scale
-    if isinstance(zero_point, str):
+    if isinstance(zero_point, Skip):
         return zero_point
     axis = int_attr(node, "axis", 1)
     per_tensor = scale is None or len(scale.dims) == 0 or all(d == 1 for d in scale.dims)
     if per_tensor:
         axis = 0  # a scalar scale has no axis; DequantizeLinear ignores it
     elif not -rank <= axis < rank:
-        return f"DequantizeLinear axis {axis} does not exist on a rank-{rank} weight"
+        return Skip(f"DequantizeLinear axis {axis} does not exist on a rank-{rank} weight")
     return QuantParams(node, scale, zero_point, axis % rank, int_attr(node, "block_size", 0, 0))
 
 

@@ -16,6 +16,7 @@ import onnx
 
 from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
 from sparsify.analysis.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
+from sparsify.analysis.skip import Skip
 from sparsify.io.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
 from sparsify.pattern import NMPattern
 
@@ -71,7 +72,7 @@ class PruneTarget:
         return self.status == "pending"
 
 
-def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, int]] | str:
+def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, int]] | Skip:
     """(input index, op-level reduction axis) of the node's constant weight operands."""
     const = [bool(name) and index.is_constant(name) for name in node.input[:2]]
     const += [False] * (2 - len(const))
@@ -79,13 +80,13 @@ def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, in
         return [(1, 1)] if const[1] else []
     if node.op_type == "MatMul":
         if const[0] and const[1]:
-            return "both operands are constant (fold the MatMul instead)"
+            return Skip("both operands are constant (fold the MatMul instead)")
         if const[1]:
             return [(1, -2)]
         return [(0, -1)] if const[0] else []
     trans_a, trans_b = int_attr(node, "transA", 0, 0, 1), int_attr(node, "transB", 0, 0, 1)
     if const[0] and const[1]:
-        return "both operands are constant (fold the Gemm instead)"
+        return Skip("both operands are constant (fold the Gemm instead)")
     if const[1]:
         return [(1, 1 if trans_b else 0)]
     return [(0, 0 if trans_a else 1)] if const[0] else []
@@ -138,18 +139,18 @@ def _discover(index: GraphIndex, pattern: NMPattern) -> list[PruneTarget]:
         if node.op_type not in TARGET_OPS or not is_default_domain(node):
             continue
         slots = _weight_slots(index, node)
-        if isinstance(slots, str):
+        if isinstance(slots, Skip):
             row = PruneTarget(index.label(node), node.op_type, 1, -2)
-            row.skip(slots)
+            row.skip(slots.reason)
             targets.append(row)
             continue
         for slot, op_axis in slots:
             row = PruneTarget(index.label(node), node.op_type, slot, op_axis, node=node)
             targets.append(row)
             src = resolve_weight(index, node.input[slot], op_axis)
-            if isinstance(src, str):
+            if isinstance(src, Skip):
                 row.weight = node.input[slot]
-                row.skip(src)
+                row.skip(src.reason)
                 continue
             if any(int(d) < 0 for d in src.tensor.dims):
                 row.weight = src.name

@@ -10,6 +10,7 @@ from onnx import TensorProto
 
 from sparsify.analysis.channel_chain import find_chain
 from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.skip import Skip
 from sparsify.analysis.targets import PruneTarget
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.io.dtypes import FLOAT_TYPES, to_float32
@@ -33,8 +34,8 @@ def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, m
         if len(rows) != 1 or target.source is None or target.source.tensor.data_type not in FLOAT_TYPES:
             continue
         chain = find_chain(index, target)
-        if isinstance(chain, str):
-            target.notes.append(chain)
+        if isinstance(chain, Skip):
+            target.notes.append(chain.reason)
             continue
         if chain.producer_tensor.data_type not in FLOAT_TYPES:
             target.notes.append("permutation: producer weight is not float")
