@@ -24,7 +24,7 @@ import make_transformer  # noqa: E402
 from sparsify_tensorrt.precision import convert_precision  # noqa: E402
 
 import sparsify  # noqa: E402
-from sparsify.verify.parity import metrics  # noqa: E402
+from sparsify.verify.metrics import metrics  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out" / "fp16"
 

@@ -146,10 +146,10 @@ def main() -> None:
         seconds = time.perf_counter() - start
         sparse = embeddings(out, eval_data)
         cos = np.sum(sparse * reference, axis=1)
-        gains = [t.permutation_gain for t in report.targets if t.permutation_gain]
+        gains = [r.outcome.permutation_gain for r in report.rows if r.outcome.permutation_gain]
         rows.append({"method": label, "permuted_layers": len(gains),
-                     "mean_permutation_gain": float(np.mean(gains)) if gains else 0.0, "pruned": report.count("pruned"), "targets": len(report.targets),
-                     "fallbacks": sum(1 for t in report.targets if t.notes and "used" in " ".join(t.notes)),
+                     "mean_permutation_gain": float(np.mean(gains)) if gains else 0.0, "pruned": report.count("pruned"), "targets": len(report.rows),
+                     "fallbacks": sum(1 for r in report.rows if r.outcome.method_fallback),
                      "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "seconds": round(seconds, 1)})
         print(rows[-1], flush=True)
     lines = [f"all-MiniLM-L6-v2, 2:4 on every Linear, {reference.shape[0]} held-out sentences, "

@@ -12,15 +12,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparsify.analysis.select import predict_profit
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import SPARSE_STATUSES, LayerRow, Status
 from sparsify.errors import OutputError
 from sparsify.io.jsonsafe import json_safe
 from sparsify.io.publish import Publication
 from sparsify.pattern import NMPattern
+from sparsify.table import format_table
 
 if TYPE_CHECKING:
-    from sparsify.verify.parity import ParityResult
+    from sparsify.verify.metrics import ParityResult
 
 __all__ = ["SCHEMA_PATH", "SCHEMA_VERSION", "Report", "library_versions", "validate_report"]
 
@@ -53,17 +53,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _row(t: PruneTarget) -> dict:
-    profitable, why = predict_profit(t) if t.source is not None else (None, "")
+def _row(row: LayerRow) -> dict:
+    t, o = row.target, row.outcome
     return {
         "layer": t.layer, "op_type": t.op_type, "input_index": t.input_index,
         "weight": t.weight, "weight_shape": list(t.weight_shape), "dtype": t.dtype,
-        "reduction_axis": t.axis, "op_reduction_axis": t.op_axis, "path": t.path,
-        "status": t.status, "reason": t.skip_reason,
-        "density_before": t.density_before, "density_after": t.density_after,
+        "reduction_axis": t.axis, "op_reduction_axis": t.op_axis, "path": list(t.path),
+        "status": o.status.value, "reason": o.reason,
+        "density_before": o.density_before, "density_after": o.density_after,
         "reduction_length": t.reduction_length, "kernel_positions": t.kernel_positions,
-        "output_features": t.output_features, "method": t.method or None, "method_fallback": t.method_fallback,
-        "sensitivity": t.sensitivity, "permutation_gain": t.permutation_gain, "predicted_profitable": profitable, "profitability": why, "notes": t.notes,
+        "output_features": t.output_features, "method": o.method or None, "method_fallback": o.method_fallback,
+        "sensitivity": o.sensitivity, "permutation_gain": o.permutation_gain, "predicted_profitable": t.profitable,
+        "profitability": t.profitability, "notes": o.notes,
     }
 
 
@@ -72,7 +73,7 @@ class Report:
     command: str
     input_path: str | None  # the dense model, or None when it lived only in memory / a temporary file
     pattern: NMPattern
-    targets: list[PruneTarget] = field(default_factory=list)
+    rows: list[LayerRow] = field(default_factory=list)  # one per target, in graph order
     output_path: str | None = None
     output_data_file: str | None = None
     arguments: dict = field(default_factory=dict)
@@ -87,21 +88,21 @@ class Report:
     def gates_passed(self) -> bool:
         return self.parity is None or self.parity.gates_passed
 
-    def count(self, status: str) -> int:
-        return sum(1 for t in self.targets if t.status == status)
+    def count(self, status: Status | str) -> int:
+        return sum(1 for r in self.rows if r.outcome.status == status)
 
     def totals(self) -> dict:
-        unique: dict[str, PruneTarget] = {}
-        for t in self.targets:
-            if t.status in ("pruned", "already_nm", "compliant"):
-                unique.setdefault(t.weight, t)
-        params = sum(math.prod(t.weight_shape) for t in unique.values())
+        unique: dict[str, LayerRow] = {}
+        for r in self.rows:
+            if r.outcome.status in SPARSE_STATUSES:
+                unique.setdefault(r.target.weight, r)
+        params = sum(math.prod(r.target.weight_shape) for r in unique.values())
         dense_fp16 = 2 * params
         # Kept values plus their index metadata (2 bits per kept value for 2:4).
         sparse_fp16 = dense_fp16 * self.pattern.density * (16 + self.pattern.metadata_bits) / 16
-        statuses = sorted({t.status for t in self.targets})
+        statuses = sorted({r.outcome.status.value for r in self.rows})
         return {
-            "targets": len(self.targets),
+            "targets": len(self.rows),
             **{status: self.count(status) for status in statuses},
             "sparse_weights": len(unique),
             "parameters_in_sparse_weights": params,
@@ -117,7 +118,7 @@ class Report:
             "command": self.command, "arguments": self.arguments, "versions": library_versions(),
             "input": self.input_path, "output": self.output_path, "output_data_file": self.output_data_file,
             "pattern": str(self.pattern), "pattern_hardware_supported": self.pattern.hardware_supported,
-            "targets": [_row(t) for t in self.targets], "totals": self.totals(),
+            "targets": [_row(t) for t in self.rows], "totals": self.totals(),
             "parity": self.parity.to_dict() if self.parity else None, "budget": self.budget,
             "warnings": self.warnings, "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -146,25 +147,24 @@ class Report:
         prune = self.command == "prune"
         header = ("layer", "op", "weight shape", "dtype", "axis", "status", *(("method",) if prune else ()), "density",
                   "2:4 gain", "reason")
-        names = [t.layer for t in self.targets] if wide else _distinct_short_names([t.layer for t in self.targets], 40)
+        names = [t.target.layer for t in self.rows] if wide else _distinct_short_names([t.target.layer for t in self.rows], 40)
         rows = []
-        for name, t in zip(names, self.targets):
-            if t.density_before is None:
+        for name, row in zip(names, self.rows, strict=True):
+            t, o = row.target, row.outcome
+            if o.density_before is None:
                 density = ""
             elif not prune:
-                density = f"{t.density_before:.2f}"
+                density = f"{o.density_before:.2f}"
             else:
-                density = f"{t.density_before:.2f}->{t.density_after:.2f}"
-            gain = "-" if t.source is None or t.status == "skipped" else ("likely" if predict_profit(t)[0] else "unlikely")
-            method = (t.method + ("*" if t.method_fallback else "")) if t.method and t.status != "skipped" else ""
+                density = f"{o.density_before:.2f}->{o.density_after:.2f}"
+            skipped = o.status is Status.SKIPPED
+            gain = "-" if t.profitable is None or skipped else ("likely" if t.profitable else "unlikely")
+            method = (o.method + ("*" if o.method_fallback else "")) if o.method and not skipped else ""
             rows.append((
                 name, t.op_type, "x".join(map(str, t.weight_shape)) or "-", t.dtype or "-",
-                "-" if t.axis is None else str(t.axis), t.status, *((method,) if prune else ()), density, gain, t.skip_reason,
+                "-" if t.axis is None else str(t.axis), o.status.value, *((method,) if prune else ()), density, gain, o.reason,
             ))
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in [header, *rows]]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append("")
+        lines = [*format_table(header, rows), ""]
         lines.extend(self._summary_lines())
         return "\n".join(lines)
 
@@ -173,7 +173,8 @@ class Report:
         counts = ", ".join(f"{totals[s]} {s}" for s in ("pruned", "already_nm", "masked_not_nm", "compliant", "non_compliant",
                                                           "skipped") if s in totals)
         lines = [f"{totals['targets']} targets: {counts or 'none'}  (pattern {self.pattern})"]
-        fallbacks = {t.weight: t.method_fallback for t in self.targets if t.method_fallback and t.status != "skipped"}
+        fallbacks = {r.target.weight: r.outcome.method_fallback for r in self.rows
+                     if r.outcome.method_fallback and r.outcome.status is not Status.SKIPPED}
         if fallbacks:
             reasons = sorted(set(fallbacks.values()))
             lines.append(f"method*: {len(fallbacks)} weight(s) fell back to magnitude ({'; '.join(reasons)})")
@@ -183,7 +184,7 @@ class Report:
                 f"{_mb(totals['weight_bytes_dense_fp16'])} fp16 dense -> {_mb(totals['weight_bytes_sparse_fp16_estimate'])} "
                 f"compressed ({totals['weight_bytes_saved_fraction']:.1%} saved)"
             )
-        lines.extend(_permutation_lines(self.targets))
+        lines.extend(_permutation_lines(self.rows))
         if self.budget is not None:
             b = self.budget
             kind = b["kind"].replace("_", " ")
@@ -194,7 +195,7 @@ class Report:
                          f"{b['evaluations']} evaluations")
         if self.parity is not None:
             lines.extend(_parity_lines(self.parity))
-        if any(t.source is not None for t in self.targets):
+        if any(r.target.profitable is not None for r in self.rows):
             lines.append("2:4 gain: predicted per layer from its size and dtype (report field 'profitability' says why)")
         lines.extend(f"warning: {w}" for w in self.warnings)
         if self.output_path:
@@ -204,12 +205,12 @@ class Report:
         return lines
 
 
-def _permutation_lines(targets: list[PruneTarget]) -> list[str]:
+def _permutation_lines(rows: list[LayerRow]) -> list[str]:
     """--permute's outcome: how many layers were permuted, and why the others were not."""
-    gains = [t.permutation_gain for t in targets if t.permutation_gain is not None]
+    gains = [r.outcome.permutation_gain for r in rows if r.outcome.permutation_gain is not None]
     reasons: dict[str, int] = {}
-    for t in targets:
-        for note in t.notes:
+    for r in rows:
+        for note in r.outcome.notes:
             if note.startswith("permutation: "):
                 reason = note.removeprefix("permutation: ")
                 reasons[reason] = reasons.get(reason, 0) + 1

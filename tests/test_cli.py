@@ -77,12 +77,12 @@ def test_include_exclude_and_only_profitable(tmp_path):
     inits = [init(rand([512, 512]), "Wbig"), init(rand([512, 8]), "Wsmall")]
     path = save(make_model(nodes, [vi("x", [1, 512])], [vi("y", None)], inits), tmp_path / "m.onnx")
     report = sparsify.prune(path, only_profitable=True, verify=False)
-    status = {t.layer: (t.status, t.skip_reason) for t in report.targets}
+    status = {t.target.layer: (t.outcome.status, t.outcome.reason) for t in report.rows}
     assert status["big"][0] == "pruned" and "too small" in status["small"][1]
     report = sparsify.prune(path, include=["^sm"], verify=False)
-    assert [t.status for t in report.targets] == ["skipped", "pruned"]
+    assert [t.outcome.status for t in report.rows] == ["skipped", "pruned"]
     report = sparsify.prune(path, exclude=["Wbig"], verify=False)
-    assert report.targets[0].skip_reason.startswith("excluded by --exclude")
+    assert report.rows[0].outcome.reason.startswith("excluded by --exclude")
     result = cli(path, "--include", "(")
     _assert_one_line_error(result, 2)
 
@@ -187,14 +187,15 @@ def test_interrupt_leaves_no_partial_output(tmp_path, sig, code):
 
 
 def test_profitability_prediction_per_dtype_and_size(tmp_path):
-    from sparsify.analysis.select import predict_profit
+    def predict_profit(row):
+        return row.target.profitable, row.target.profitability
 
     def target(dtype, k, n):
         nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
         w = rand([k, n]).astype({"float16": np.float16, "float": np.float32}[dtype])
         elem = 10 if dtype == "float16" else 1
         path = save(make_model(nodes, [vi("x", [1, k], elem)], [vi("y", None, elem)], [init(w, "W")]), tmp_path / f"{dtype}{k}.onnx")
-        return sparsify.prune(path, verify=False).targets[0]
+        return sparsify.prune(path, verify=False).rows[0]
 
     big16 = predict_profit(target("float16", 512, 512))
     assert big16[0] and "kernel speedup" in big16[1]

@@ -47,16 +47,16 @@ def _feeds(session, recorded):
 
 def _expected_axis(model: onnx.ModelProto, row) -> int | None:
     """Independent axis rule for weights that feed the op directly."""
-    if row.path:
+    if row.target.path:
         return None
-    node = next(n for n in model.graph.node if (n.name or "") == row.layer or row.layer.endswith(f"_{list(model.graph.node).index(n)}"))
-    rank = len(row.weight_shape)
+    node = next(n for n in model.graph.node if (n.name or "") == row.target.layer or row.target.layer.endswith(f"_{list(model.graph.node).index(n)}"))
+    rank = len(row.target.weight_shape)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Conv":
         return 1
     if node.op_type == "MatMul":
-        return 0 if rank == 1 else (rank - 2 if row.input_index == 1 else rank - 1)
-    if row.input_index == 1:
+        return 0 if rank == 1 else (rank - 2 if row.target.input_index == 1 else rank - 1)
+    if row.target.input_index == 1:
         return 1 if attrs.get("transB", 0) else 0
     return 0 if attrs.get("transA", 0) else 1
 
@@ -71,14 +71,14 @@ def sweep(src, tmp_path):
     for node in sparse_model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
             weights[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-    pruned = [t for t in report.targets if t.status == "pruned"]
+    pruned = [t for t in report.rows if t.outcome.status == "pruned"]
     for row in pruned:
-        assert is_nm(weights[row.weight], row.axis), (row.layer, row.weight)
+        assert is_nm(weights[row.target.weight], row.target.axis), (row.target.layer, row.target.weight)
         expected = _expected_axis(onnx.load(str(src), load_external_data=False), row)
-        assert expected is None or expected == row.axis, (row.layer, expected, row.axis)
-    for row in report.targets:
-        assert row.status in ("pruned", "already_nm", "skipped")
-        assert row.status != "skipped" or row.skip_reason, row.layer
+        assert expected is None or expected == row.target.axis, (row.target.layer, expected, row.target.axis)
+    for row in report.rows:
+        assert row.outcome.status in ("pruned", "already_nm", "skipped")
+        assert row.outcome.status != "skipped" or row.outcome.reason, row.target.layer
     if dense_session is not None:
         feeds = _feeds(dense_session, recorded_inputs(src))
         sparse_session = _session(out)
@@ -91,7 +91,7 @@ def sweep(src, tmp_path):
                     np.testing.assert_array_equal(d, s)
     audit = sparsify.check(out)
     assert audit.count("non_compliant") == 0
-    assert {t.layer for t in audit.targets if t.status == "compliant"} >= {t.layer for t in pruned}
+    assert {t.target.layer for t in audit.rows if t.outcome.status == "compliant"} >= {t.target.layer for t in pruned}
     return report
 
 
@@ -101,7 +101,7 @@ def test_backend_models(tmp_path, src):
     again = sparsify.prune(tmp_path / "out.onnx", output=tmp_path / "again.onnx", verify=False)
     assert (tmp_path / "again.onnx").read_bytes() == (tmp_path / "out.onnx").read_bytes()
     assert again.count("pruned") == 0
-    assert report.count("pruned") + report.count("already_nm") + report.count("skipped") == len(report.targets)
+    assert report.count("pruned") + report.count("already_nm") + report.count("skipped") == len(report.rows)
 
 
 def _light_params():
@@ -118,8 +118,8 @@ def test_zoo_architectures(tmp_path, src):
     model = materialise(src, tmp_path / "dense.onnx")
     report = sweep(model, tmp_path)
     assert report.count("pruned") > 0
-    convs = [t for t in report.targets if t.op_type == "Conv"]
-    assert all(t.status == "pruned" or t.skip_reason for t in convs)
+    convs = [t for t in report.rows if t.target.op_type == "Conv"]
+    assert all(t.outcome.status == "pruned" or t.outcome.reason for t in convs)
 
 
 def test_corpus_is_present():

@@ -147,10 +147,10 @@ def _check(built: Built):
         sparsify.prune(src, output=tmp / "b.onnx", verify=False)
         assert (tmp / "a.onnx").read_bytes() == (tmp / "b.onnx").read_bytes()  # deterministic
         before, after = _arrays(src), _arrays(tmp / "a.onnx")
-        pruned = {t.weight for t in report.targets if t.status == "pruned"}
-        for row in report.targets:
-            if row.status in ("pruned", "already_nm"):
-                assert row.axis == built.axes[row.weight], (row.layer, row.axis, built.axes[row.weight])
+        pruned = {t.target.weight for t in report.rows if t.outcome.status == "pruned"}
+        for row in report.rows:
+            if row.outcome.status in ("pruned", "already_nm"):
+                assert row.target.axis == built.axes[row.target.weight], (row.target.layer, row.target.axis, built.axes[row.target.weight])
         for name, value in before.items():
             if name not in pruned:
                 assert value.tobytes() == after[name].tobytes(), name  # untouched, bit for bit
@@ -163,8 +163,8 @@ def _check(built: Built):
         assert [o.shape for o in dense_out] == [o.shape for o in sparse_out]
         audit = sparsify.check(tmp / "a.onnx")
         assert audit.count("non_compliant") == 0
-        assert {t.layer for t in audit_before.targets if t.status == "non_compliant"} == \
-               {t.layer for t in report.targets if t.status == "pruned"}
+        assert {t.target.layer for t in audit_before.rows if t.outcome.status == "non_compliant"} == \
+               {t.target.layer for t in report.rows if t.outcome.status == "pruned"}
         sparsify.prune(tmp / "a.onnx", output=tmp / "c.onnx", verify=False)
         assert (tmp / "c.onnx").read_bytes() == (tmp / "a.onnx").read_bytes()  # idempotent
 
@@ -199,10 +199,10 @@ def test_fuzz_data_aware_methods(built, method, permute):
         sparsify.prune(src, output=tmp / "b.onnx", **kwargs)
         assert (tmp / "a.onnx").read_bytes() == (tmp / "b.onnx").read_bytes()
         after = _arrays(tmp / "a.onnx")
-        for row in report.targets:
-            if row.status == "pruned":
-                assert row.axis == built.axes[row.weight]
-                assert is_nm(after[row.weight], row.axis, zero=built.zero.get(row.weight, 0))
+        for row in report.rows:
+            if row.outcome.status == "pruned":
+                assert row.target.axis == built.axes[row.target.weight]
+                assert is_nm(after[row.target.weight], row.target.axis, zero=built.zero.get(row.target.weight, 0))
         assert sparsify.check(tmp / "a.onnx").count("non_compliant") == 0
         dense_out, sparse_out = run(src, built.feeds), run(tmp / "a.onnx", built.feeds)
         assert [o.shape for o in dense_out] == [o.shape for o in sparse_out]

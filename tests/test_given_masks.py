@@ -38,14 +38,14 @@ def test_masks_land_on_the_named_weights(tmp_path):
     out = weights(tmp_path / "o.onnx")
     np.testing.assert_array_equal(out["Wt"], np.where(nm_mask, w["Wt"], 0))
     np.testing.assert_array_equal(out["Q"], np.where(unstructured, w["Q"], 5))  # pruned to the zero point
-    rows = {t.layer: t for t in report.targets}
-    assert rows["mm"].status == "pruned" and rows["mm"].method == "given mask" and not rows["mm"].notes
-    assert rows["qmm"].status == "masked_not_nm" and "not 2:4" in rows["qmm"].skip_reason
+    rows = {t.target.layer: t for t in report.rows}
+    assert rows["mm"].outcome.status == "pruned" and rows["mm"].outcome.method == "given mask" and not rows["mm"].outcome.notes
+    assert rows["qmm"].outcome.status == "masked_not_nm" and "not 2:4" in rows["qmm"].outcome.reason
     totals = report.totals()  # the non-N:M mask is neither a sparse weight nor part of the savings
     assert totals["sparse_weights"] == 1 and totals["parameters_in_sparse_weights"] == 8 * 16
     assert totals["masked_not_nm"] == 1 and any("not 2:4" in w and "Q" in w for w in report.warnings)
     assert "masked_not_nm" in report.format_table()
-    assert rows["dw"].status == "skipped" and "depthwise" in rows["dw"].skip_reason
+    assert rows["dw"].outcome.status == "skipped" and "depthwise" in rows["dw"].outcome.reason
     assert is_nm(out["Wt"], 1) and report.parity.verified
     audit = subprocess.run([sys.executable, "-m", "sparsify", "check", str(tmp_path / "o.onnx"), "--strict"],
                            capture_output=True, text=True)
@@ -56,9 +56,9 @@ def test_weights_without_a_mask_stay_dense(tmp_path):
     path = _model(tmp_path)
     np.savez(tmp_path / "masks.npz", Wt=np.ones((8, 16), bool))
     report = sparsify.prune(path, output=tmp_path / "o.onnx", masks=str(tmp_path / "masks.npz"))
-    rows = {t.layer: t for t in report.targets}
-    assert "no mask for it" in rows["qmm"].skip_reason
-    assert rows["mm"].status == "masked_not_nm"  # an all-ones mask leaves the dense weight: not 2:4, not sparse
+    rows = {t.target.layer: t for t in report.rows}
+    assert "no mask for it" in rows["qmm"].outcome.reason
+    assert rows["mm"].outcome.status == "masked_not_nm"  # an all-ones mask leaves the dense weight: not 2:4, not sparse
     assert weights(tmp_path / "o.onnx")["Q"].tobytes() == weights(path)["Q"].tobytes()
 
 

@@ -120,11 +120,11 @@ def test_progress_off_a_terminal_is_one_line_per_interval_with_eta():
 def test_api_takes_one_string_as_one_item(tmp_path):
     model = _mlp(tmp_path)
     report = sparsify.prune(model, include="fc1", verify=False)
-    status = {t.layer: t.status for t in report.targets}
+    status = {t.target.layer: t.outcome.status for t in report.rows}
     assert status == {"fc1": "pruned", "fc2": "skipped"}  # not the characters 'f', 'c', '1'
     np.savez(tmp_path / "cal.npz", x=rand([4, 2, 16]))
     report = sparsify.prune(model, output=tmp_path / "w.onnx", method="wanda", calibration=str(tmp_path / "cal.npz"))
-    assert {t.method for t in report.targets} == {"wanda"}
+    assert {t.outcome.method for t in report.rows} == {"wanda"}
     with pytest.raises(UsageError, match="matched none"):
         sparsify.prune(model, include="zzz", verify=False)
 

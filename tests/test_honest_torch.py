@@ -103,12 +103,12 @@ def test_permute_handles_an_exported_linear_with_bias_and_says_what_it_did(tmp_p
     plain = sparsify.prune_torch(net, (x,), tmp_path / "q.onnx")
     # The permutation is exact (bias included): more magnitude kept means less error, never garbage.
     assert report.parity.outputs[0].rel_l2_error < plain.parity.outputs[0].rel_l2_error
-    rows = {t.layer: t for t in report.targets}
-    gemm_rows = [t for t in rows.values() if t.op_type == "Gemm"]
+    rows = {t.target.layer: t for t in report.rows}
+    gemm_rows = [t for t in rows.values() if t.target.op_type == "Gemm"]
     assert len(gemm_rows) == 2  # nn.Linear exports as Gemm with its bias
     second = gemm_rows[1]
-    assert not any("no unshared 2-D constant weight" in n for n in second.notes)
-    assert second.permutation_gain is not None and second.permutation_gain > 0, second.notes
+    assert not any("no unshared 2-D constant weight" in n for n in second.outcome.notes)
+    assert second.outcome.permutation_gain is not None and second.outcome.permutation_gain > 0, second.outcome.notes
     table = report.format_table()
     assert "permute: 1 layer(s) permuted" in table and "activation does not come from a MatMul/Gemm" in table
     assert report.parity.verified

@@ -1,6 +1,7 @@
 """The package layout is the pipeline: each package imports only packages to its left.
 
-io -> analysis -> masks -> verify -> calibrate -> report -> api -> (torch_import, lottery) -> cli.
+io -> analysis -> masks -> verify -> calibrate -> report -> options -> api -> (torch_import, plugin_api,
+lottery) -> cli.  Plugins import only ``sparsify.plugin_api``.
 ``errors``, ``pattern`` and ``progress`` are the foundation every layer may use.  Every import
 statement counts, also one inside a function (a lazy import is still a dependency).
 """
@@ -15,9 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "sparsify"
 
 LAYERS = {
-    "errors": 0, "pattern": 0.5, "progress": 0.5,
-    "io": 1, "analysis": 2, "masks": 3, "verify": 4, "calibrate": 5, "report": 6, "api": 7,
-    "plugin_api": 8, "torch_import": 8, "lottery": 8.5, "plugins": 8.5, "cli": 9, "__main__": 10,
+    "errors": 0, "pattern": 0.5, "progress": 0.5, "table": 0.5,
+    "io": 1, "analysis": 2, "masks": 3, "verify": 4, "calibrate": 5, "report": 6, "options": 6.5, "api": 7,
+    "plugin_api": 8.7, "torch_import": 8, "lottery": 8.5, "plugins": 8.5, "cli": 9, "__main__": 10,
 }
 
 
@@ -94,3 +95,18 @@ def test_the_check_catches_an_upward_import(tmp_path, source, expected):
     module.write_text(source)
     found = _violations(module, fake_root)
     assert any(expected in v for v in found), found
+
+
+def test_plugins_import_only_the_plugin_api():
+    """Plugins see sparsify only through sparsify.plugin_api (a stable surface)."""
+    plugins = ROOT.parent / "plugins"
+    bad = []
+    for path in sorted(plugins.glob("*/sparsify_*/**/*.py")):
+        if "/build/" in str(path):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bad += [f"{path.relative_to(plugins)}:{node.lineno} imports {n}" for n in names
+                    if (n == "sparsify" or n.startswith("sparsify.")) and n != "sparsify.plugin_api"]
+    assert not bad, "\n".join(bad)

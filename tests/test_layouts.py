@@ -19,7 +19,7 @@ def prune(tmp_path, model, **kw):
 
 
 def row(report, layer):
-    return next(t for t in report.targets if t.layer == layer)
+    return next(t for t in report.rows if t.target.layer == layer)
 
 
 def assert_pruned_like_reference(tmp_path, name, axis, n=2, m=4):
@@ -38,7 +38,7 @@ def test_conv_any_rank_axis1(tmp_path, spatial, kernel):
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[kernel // 2] * 2 * len(spatial))
     model = make_model([node], [vi("x", [1, 16, *spatial])], [vi("y", None)], [init(w, "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "conv").status == "pruned" and row(report, "conv").axis == 1
+    assert row(report, "conv").outcome.status == "pruned" and row(report, "conv").target.axis == 1
     assert_pruned_like_reference(tmp_path, "W", 1)
     assert report.parity.verified
 
@@ -64,15 +64,15 @@ def test_grouped_and_depthwise_and_indivisible(tmp_path):
     inits = [init(rand([16, 8, 3, 3]), "Wg"), init(rand([16, 1, 3, 3]), "Wd"), init(rand([6, 16, 1, 1]), "W6")]
     model = make_model(nodes, [vi("x", [1, 16, 8, 8])], [vi("y", None)], inits)
     report, _ = prune(tmp_path, model)
-    assert row(report, "grouped").status == "pruned"
+    assert row(report, "grouped").outcome.status == "pruned"
     assert_pruned_like_reference(tmp_path, "Wg", 1)
-    assert "depthwise" in row(report, "depthwise").skip_reason
-    assert row(report, "c6").status == "pruned"  # C=16 divisible; C_out=6 does not matter
+    assert "depthwise" in row(report, "depthwise").outcome.reason
+    assert row(report, "c6").outcome.status == "pruned"  # C=16 divisible; C_out=6 does not matter
 
     nodes = [helper.make_node("Conv", ["x", "W"], ["y"], name="c")]
     model = make_model(nodes, [vi("x", [1, 6, 4, 4])], [vi("y", None)], [init(rand([8, 6, 1, 1]), "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "c").status == "skipped" and "not divisible by 4" in row(report, "c").skip_reason
+    assert row(report, "c").outcome.status == "skipped" and "not divisible by 4" in row(report, "c").outcome.reason
     np.testing.assert_array_equal(weights(tmp_path / "out.onnx")["W"], weights(tmp_path / "in.onnx")["W"])
 
 
@@ -90,8 +90,8 @@ def test_matmul_right_left_batched_and_vector(tmp_path):
     model = make_model(nodes, [vi("x", [4, 8]), vi("t", [3, 5, 8])],
                        [vi("b", None), vi("c", None), vi("d", None)], inits)
     report, _ = prune(tmp_path, model)
-    assert [row(report, n).axis for n in ("right", "left", "batched", "vector")] == [0, 1, 1, 0]
-    assert all(t.status == "pruned" for t in report.targets)
+    assert [row(report, n).target.axis for n in ("right", "left", "batched", "vector")] == [0, 1, 1, 0]
+    assert all(t.outcome.status == "pruned" for t in report.rows)
     assert_pruned_like_reference(tmp_path, "Wr", 0)
     assert_pruned_like_reference(tmp_path, "Wl", 1)
     assert_pruned_like_reference(tmp_path, "Wb", 1)
@@ -106,14 +106,14 @@ def test_gemm_every_trans_combination(tmp_path, trans_a, trans_b):
     node = helper.make_node("Gemm", ["x", "B"], ["y"], name="gemm", transA=trans_a, transB=trans_b)
     model = make_model([node], [vi("x", [8, 2] if trans_a else [2, 8])], [vi("y", None)], [init(b, "B")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "gemm").axis == (1 if trans_b else 0)
+    assert row(report, "gemm").target.axis == (1 if trans_b else 0)
     assert_pruned_like_reference(tmp_path, "B", 1 if trans_b else 0)
 
     a = rand([8, 4] if trans_a else [4, 8])
     node = helper.make_node("Gemm", ["A", "x"], ["y"], name="gemm", transA=trans_a, transB=trans_b)
     model = make_model([node], [vi("x", [3, 8] if trans_b else [8, 3])], [vi("y", None)], [init(a, "A")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "gemm").axis == (0 if trans_a else 1)
+    assert row(report, "gemm").target.axis == (0 if trans_a else 1)
     assert_pruned_like_reference(tmp_path, "A", 0 if trans_a else 1)
     assert report.parity.verified
 
@@ -122,7 +122,7 @@ def test_both_operands_constant_is_skipped(tmp_path):
     node = helper.make_node("MatMul", ["A", "B"], ["y"], name="mm")
     model = make_model([node], [], [vi("y", None)], [init(rand([4, 8]), "A"), init(rand([8, 4]), "B")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").status == "skipped" and "both operands" in row(report, "mm").skip_reason
+    assert row(report, "mm").outcome.status == "skipped" and "both operands" in row(report, "mm").outcome.reason
 
 
 # --- look-through --------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_transpose_maps_axis_through_perm(tmp_path):
     model = make_model(nodes, [vi("x", [2, 8])], [vi("y", None)], [init(rand([12, 8]), "W")])
     report, _ = prune(tmp_path, model)
     r = row(report, "linear")
-    assert r.axis == 1 and r.op_axis == 0 and r.path == ["Transpose(perm=[1, 0])"]
+    assert r.target.axis == 1 and r.target.op_axis == 0 and list(r.target.path) == ["Transpose(perm=[1, 0])"]
     assert_pruned_like_reference(tmp_path, "W", 1)
 
 
@@ -144,7 +144,7 @@ def test_transpose_3d_perm(tmp_path):
     # W [8, 4, 3] -> Wt [3, 8, 4]; op axis -2 (=1 of Wt) is W axis perm[1] = 0.
     model = make_model(nodes, [vi("x", [3, 5, 8])], [vi("y", None)], [init(rand([8, 4, 3]), "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").axis == 0
+    assert row(report, "mm").target.axis == 0
     assert_pruned_like_reference(tmp_path, "W", 0)
     assert report.parity.verified
 
@@ -156,7 +156,7 @@ def test_cast_and_identity_chain(tmp_path):
              helper.make_node("MatMul", ["xh", "Wh"], ["y"], name="mm")]
     model = make_model(nodes, [vi("x", [2, 8])], [vi("y", None, TensorProto.FLOAT16)], [init(rand([8, 4]), "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").path == ["Cast(to=float16)", "Identity"]
+    assert list(row(report, "mm").target.path) == ["Cast(to=float16)", "Identity"]
     assert_pruned_like_reference(tmp_path, "W", 0)
 
 
@@ -180,7 +180,7 @@ def test_dequantize_linear_prunes_to_zero_point(tmp_path, dtype, per_channel_axi
         zp = rng.integers(1, 20, count).astype(dtype)
     model = _qdq_model(q, scale, zp, per_channel_axis or 0)
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").status == "pruned"
+    assert row(report, "mm").outcome.status == "pruned"
     after = weights(tmp_path / "out.onnx")["Wq"]
     zp_b = zp if per_channel_axis is None else np.expand_dims(zp, 1 - per_channel_axis)
     sc_b = scale if per_channel_axis is None else np.expand_dims(scale, 1 - per_channel_axis)
@@ -207,7 +207,7 @@ def test_constant_node_weight(tmp_path):
              helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
     model = make_model(nodes, [vi("x", [2, 8])], [vi("y", None)])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").status == "pruned"
+    assert row(report, "mm").outcome.status == "pruned"
     assert_pruned_like_reference(tmp_path, "W", 0)
 
 
@@ -218,7 +218,7 @@ def test_typed_field_weight_is_rewritten(tmp_path):
     model = make_model([node], [vi("x", [2, 8])], [vi("y", None)], [tensor])
     report, _ = prune(tmp_path, model)
     assert_pruned_like_reference(tmp_path, "W", 0)
-    assert any("raw_data" in n for n in row(report, "mm").notes)
+    assert any("raw_data" in n for n in row(report, "mm").outcome.notes)
 
 
 # --- shared weights ---------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_shared_weight_same_axis_pruned_once(tmp_path):
              helper.make_node("MatMul", ["x2", "W"], ["b"], name="mm2")]
     model = make_model(nodes, [vi("x", [2, 8]), vi("x2", [3, 8])], [vi("a", None), vi("b", None)], [init(rand([8, 8]), "W")])
     report, _ = prune(tmp_path, model)
-    assert {t.status for t in report.targets} == {"pruned"}
+    assert {t.outcome.status for t in report.rows} == {"pruned"}
     assert report.totals()["sparse_weights"] == 1
     assert_pruned_like_reference(tmp_path, "W", 0)
 
@@ -240,8 +240,8 @@ def test_shared_weight_conflicting_axes_never_pruned(tmp_path):
              helper.make_node("MatMul", ["a", "Wt"], ["b"], name="dec")]
     model = make_model(nodes, [vi("x", [2, 8])], [vi("b", None)], [init(rand([8, 8]), "W")])
     report, _ = prune(tmp_path, model)
-    assert {t.status for t in report.targets} == {"skipped"}
-    assert "axes disagree" in row(report, "enc").skip_reason
+    assert {t.outcome.status for t in report.rows} == {"skipped"}
+    assert "axes disagree" in row(report, "enc").outcome.reason
     np.testing.assert_array_equal(weights(tmp_path / "out.onnx")["W"], weights(tmp_path / "in.onnx")["W"])
 
 
@@ -250,7 +250,7 @@ def test_weight_with_non_target_use_is_skipped(tmp_path):
              helper.make_node("MatMul", ["emb", "W"], ["y"], name="mm")]
     model = make_model(nodes, [vi("ids", [2], TensorProto.INT64)], [vi("y", None)], [init(rand([8, 8]), "W")])
     report, _ = prune(tmp_path, model)
-    assert "also feeds Gather" in row(report, "mm").skip_reason
+    assert "also feeds Gather" in row(report, "mm").outcome.reason
 
 
 # --- dtypes -----------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def test_float16_weight(tmp_path):
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     model = make_model([node], [vi("x", [2, 8], TensorProto.FLOAT16)], [vi("y", None, TensorProto.FLOAT16)], [init(w, "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").dtype == "float16" and report.parity.verified
+    assert row(report, "mm").target.dtype == "float16" and report.parity.verified
     assert_pruned_like_reference(tmp_path, "W", 0)
     assert not any("float32" in w for w in report.warnings)
 
@@ -271,7 +271,7 @@ def test_bfloat16_weight_not_verified_but_pruned(tmp_path):
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     model = make_model([node], [vi("x", [2, 8], TensorProto.BFLOAT16)], [vi("y", None, TensorProto.BFLOAT16)], [tensor])
     report, out = prune(tmp_path, model)
-    assert row(report, "mm").status == "pruned"
+    assert row(report, "mm").outcome.status == "pruned"
     after = onnx.numpy_helper.to_array(onnx.load(str(out)).graph.initializer[0]).astype(np.float32)
     np.testing.assert_array_equal(after, reference_prune(w.astype(np.float32), 0))
     # ONNX Runtime's CPU provider has no bf16 MatMul: the pass succeeds, "not verified".
@@ -294,7 +294,7 @@ def test_unsupported_dtype_skipped(tmp_path, dtype):
     node = helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")
     model = make_model([node], [vi("x", [2, 8], dtype)], [vi("y", None, dtype)], [init(rand([8, 4]).astype(np_type), "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").status == "skipped" and "not supported" in row(report, "mm").skip_reason
+    assert row(report, "mm").outcome.status == "skipped" and "not supported" in row(report, "mm").outcome.reason
 
 
 def test_int8_without_dequantize_skipped(tmp_path):
@@ -305,7 +305,7 @@ def test_int8_without_dequantize_skipped(tmp_path):
     model = make_model([node, cast, mm], [vi("x", [2, 8], TensorProto.INT8), vi("xf", [2, 8])],
                        [vi("y", None, TensorProto.INT32), vi("z", None)], [init(w, "W")])
     report, _ = prune(tmp_path, model)
-    assert row(report, "mm").status == "skipped"
+    assert row(report, "mm").outcome.status == "skipped"
 
 
 # --- idempotency and preservation ----------------------------------------------------------------
@@ -316,7 +316,7 @@ def test_pruning_a_pruned_model_changes_nothing(tmp_path):
     save(model, tmp_path / "a.onnx")
     sparsify.prune(tmp_path / "a.onnx", output=tmp_path / "b.onnx")
     report = sparsify.prune(tmp_path / "b.onnx", output=tmp_path / "c.onnx")
-    assert row(report, "mm").status == "already_nm"
+    assert row(report, "mm").outcome.status == "already_nm"
     assert (tmp_path / "b.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()
 
 

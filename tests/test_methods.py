@@ -37,7 +37,7 @@ def test_wanda_scores_weight_times_activation_norm(tmp_path):
     expected = reference_prune(w1, 0, scores=np.moveaxis(np.abs(w1) * norm[:, None], 0, 0))
     np.testing.assert_array_equal(weights(tmp_path / "w.onnx")["W1"], expected)
     assert not np.array_equal(expected, reference_prune(w1, 0))  # it differs from magnitude here
-    assert {t.method for t in report.targets} == {"wanda"}
+    assert {t.outcome.method for t in report.rows} == {"wanda"}
 
 
 def _reconstruction_error(w_dense, w_sparse, x):
@@ -83,9 +83,9 @@ def test_sparsegpt_conv_fallbacks(tmp_path):
     path = save(make_model(nodes, [vi("x", [1, 8, 6, 6])], [vi("y", None)], inits), tmp_path / "c.onnx")
     np.savez(tmp_path / "cal.npz", x=rand([4, 1, 8, 6, 6], 2))
     report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
-    rows = {t.layer: t for t in report.targets}
-    assert rows["pointwise"].method == "sparsegpt" and not rows["pointwise"].notes
-    assert rows["k3"].method == "magnitude" and "1x1 convolutions only" in rows["k3"].notes[0]
+    rows = {t.target.layer: t for t in report.rows}
+    assert rows["pointwise"].outcome.method == "sparsegpt" and not rows["pointwise"].outcome.notes
+    assert rows["k3"].outcome.method == "magnitude" and "1x1 convolutions only" in rows["k3"].outcome.notes[0]
     out = weights(tmp_path / "o.onnx")
     assert is_nm(out["Wp"], 1) and is_nm(out["Wk"], 1)
     assert report.parity.verified
@@ -99,7 +99,7 @@ def test_sparsegpt_quantized_weight_falls_back(tmp_path):
                 tmp_path / "q.onnx")
     np.savez(tmp_path / "cal.npz", x=rand([8, 2, 16]))
     report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
-    assert "requantizing" in report.targets[0].notes[0] and report.targets[0].status == "pruned"
+    assert "requantizing" in report.rows[0].outcome.notes[0] and report.rows[0].outcome.status == "pruned"
     assert is_nm(weights(tmp_path / "o.onnx")["Wq"], 0)
 
 
@@ -113,9 +113,9 @@ def test_fp16_sparsegpt_keeps_pattern_after_rounding(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"method": "wanda"}, "needs --calibration"),
-    ({"method": "nope"}, "unknown --method"),
-    ({"max_accuracy_drop": 0.01}, "needs --eval"),
+    ({"method": "wanda"}, "needs calibration="),
+    ({"method": "nope"}, "unknown method="),
+    ({"max_accuracy_drop": 0.01}, "needs eval_data="),
     ({"max_output_drift": 0.1, "max_accuracy_drop": 0.1, "eval_data": "x"}, "not both"),
     ({"max_output_drift": -1, "inputs": "x"}, "must be >= 0"),
 ])
@@ -148,9 +148,9 @@ def test_accuracy_budget_keeps_sensitive_layers_dense(tmp_path, method):
     got = np.mean(np.argmax(run(tmp_path / "b.onnx", {"x": x})[0], 1) == labels)
     assert 1.0 - got <= budget + 1e-9  # measured independently on the written model
     assert report.budget["met"] and report.budget["kept_dense"]
-    dense_rows = [t for t in report.targets if t.status == "skipped"]
-    assert dense_rows and all("accuracy drop budget" in t.skip_reason for t in dense_rows)
-    assert all(t.sensitivity is not None for t in report.targets)
+    dense_rows = [t for t in report.rows if t.outcome.status == "skipped"]
+    assert dense_rows and all("accuracy drop budget" in t.outcome.reason for t in dense_rows)
+    assert all(t.outcome.sensitivity is not None for t in report.rows)
 
 
 def test_output_drift_budget_extremes(tmp_path):
@@ -207,7 +207,7 @@ def test_bias_correction_restores_the_output_mean(tmp_path, gemm):
                            bias_correction=False)
     shifted = run(tmp_path / "p.onnx", {"x": x})[0]
     assert np.abs(shifted.mean(0) - dense.mean(0)).max() > 0.1  # without it the mean moves
-    assert "bias 'b' corrected" in report.targets[0].notes[-1] and not plain.targets[0].notes
+    assert "bias 'b' corrected" in report.rows[0].outcome.notes[-1] and not plain.rows[0].outcome.notes
     assert weights(tmp_path / "p.onnx")["b"].tobytes() == weights(path)["b"].tobytes()
 
 
@@ -215,7 +215,7 @@ def test_bias_used_elsewhere_is_not_touched(tmp_path):
     path = _biased(tmp_path, shared=True)
     np.savez(tmp_path / "c.npz", x=rand([50, 16], 2) + 3.0)
     report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "c.npz")])
-    assert report.targets[0].status == "pruned" and not report.targets[0].notes
+    assert report.rows[0].outcome.status == "pruned" and not report.rows[0].outcome.notes
     assert weights(tmp_path / "o.onnx")["b"].tobytes() == weights(path)["b"].tobytes()
 
 
@@ -246,8 +246,8 @@ def test_channel_chain_permutation_is_exact(tmp_path):
     path = _gelu_mlp(tmp_path)
     loaded = open_model(path)
     index = GraphIndex(loaded.skeleton)
-    fc2 = next(t for t in find_targets(index, parse_pattern("2:4")) if t.layer == "fc2")
-    chain = find_chain(index, fc2)
+    fc2 = next(t for t in find_targets(index, parse_pattern("2:4")) if t.target.layer == "fc2")
+    chain = find_chain(index, fc2.target)
     assert chain.producer_weight == "W1" and sorted(n for n, _ in chain.channel_constants) == ["b1", "scale"]
     perm = np.random.default_rng(0).permutation(32)  # any permutation must be exact
     memory = InMemoryModel(path)
@@ -261,21 +261,21 @@ def test_permute_end_to_end(tmp_path):
     path = _gelu_mlp(tmp_path)
     sparsify.prune(path, output=tmp_path / "a.onnx")
     permuted = sparsify.prune(path, output=tmp_path / "b.onnx", permute=True)
-    rows = {t.layer: t for t in permuted.targets}
-    assert rows["fc2"].permutation_gain and rows["fc2"].permutation_gain > 0
-    assert "output channels permuted to match fc2" in rows["fc1"].notes
+    rows = {t.target.layer: t for t in permuted.rows}
+    assert rows["fc2"].outcome.permutation_gain and rows["fc2"].outcome.permutation_gain > 0
+    assert "output channels permuted to match fc2" in rows["fc1"].outcome.notes
     out = weights(tmp_path / "b.onnx")
     assert is_nm(out["W2"], 0) and is_nm(out["W1"], 0)
     kept = lambda w: np.abs(w).sum()  # noqa: E731
     assert kept(out["W2"]) > kept(weights(tmp_path / "a.onnx")["W2"])  # more magnitude survives
     assert permuted.parity.verified
-    assert "fc1" in rows and "permutation: the activation does not come from a MatMul/Gemm" in rows["fc1"].notes
+    assert "fc1" in rows and "permutation: the activation does not come from a MatMul/Gemm" in rows["fc1"].outcome.notes
 
 
 def test_permute_refused_when_an_intermediate_has_other_users(tmp_path):
     report = sparsify.prune(_gelu_mlp(tmp_path, residual=True), output=tmp_path / "o.onnx", permute=True)
-    fc2 = next(t for t in report.targets if t.layer == "fc2")
-    assert fc2.permutation_gain is None and any("other users" in n for n in fc2.notes)
+    fc2 = next(t for t in report.rows if t.target.layer == "fc2")
+    assert fc2.outcome.permutation_gain is None and any("other users" in n for n in fc2.outcome.notes)
 
 
 def test_budget_reports_final_accuracy(tmp_path):

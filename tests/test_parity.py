@@ -56,7 +56,7 @@ def test_exact_model_has_zero_error(tmp_path):
     w = np.zeros((8, 4), np.float32)
     w[::2] = rand([4, 4])  # already 2:4 along K
     report = sparsify.prune(_linear(tmp_path, w), input_shapes=["x:3x8"], max_rel_error=0.0)
-    assert report.targets[0].status == "already_nm"
+    assert report.rows[0].outcome.status == "already_nm"
     assert report.parity.outputs[0].rel_l2_error == 0.0 and report.gates_passed
 
 
@@ -75,7 +75,7 @@ def test_model_ort_cannot_run_is_not_verified(tmp_path):
                        opset=[helper.make_opsetid("", 21), helper.make_opsetid("com.example", 1)])
     path = save(model, tmp_path / "m.onnx")
     report = sparsify.prune(path)
-    assert report.targets[0].status == "pruned"
+    assert report.rows[0].outcome.status == "pruned"
     assert not report.parity.verified and "cannot run" in report.parity.reason
     assert report.gates_passed  # no gate asked for
     gated = sparsify.prune(path, max_rel_error=0.5)

@@ -74,9 +74,9 @@ def test_torch_masks_land_on_the_right_onnx_weights(tmp_path, exporter):
             continue
         expected = (p.detach() * masks[name]).numpy()
         assert len(_find(sparse, expected)) == 1, name  # its zeros are exactly the PyTorch mask's
-    assert {t.status for t in report.targets if t.op_type in ("Gemm", "MatMul", "Conv")} == {"pruned"}
+    assert {t.outcome.status for t in report.rows if t.target.op_type in ("Gemm", "MatMul", "Conv")} == {"pruned"}
     assert all(is_nm(onnx.numpy_helper.to_array(t), 1) or is_nm(onnx.numpy_helper.to_array(t), 0)
-               for t in sparse.graph.initializer if t.name in {r.weight for r in report.targets})
+               for t in sparse.graph.initializer if t.name in {r.target.weight for r in report.rows})
     assert report.parity.verified
     # the sparse ONNX computes what the masked PyTorch module computes
     with torch.no_grad():

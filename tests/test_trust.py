@@ -191,7 +191,7 @@ def test_nan_in_the_sparse_output_fails_every_gate(tmp_path, capsys):
 
 
 def test_metrics_count_nonfinite_values_both_ways():
-    from sparsify.verify.parity import ParityResult, apply_gates, metrics
+    from sparsify.verify.metrics import ParityResult, apply_gates, metrics
 
     dense = np.array([[1.0, 2.0, np.nan, np.inf]], np.float32)
     assert metrics("y", dense, dense.copy()).rel_l2_error == 0  # identical NaN/inf positions match

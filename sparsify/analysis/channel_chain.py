@@ -16,7 +16,7 @@ from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
 from sparsify.analysis.skip import Skip
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import Target
 
 __all__ = ["ChannelChain", "find_chain"]
 
@@ -70,7 +70,7 @@ def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
     return name, found[0], out_axis, bias
 
 
-def find_chain(index: GraphIndex, consumer: PruneTarget) -> ChannelChain | Skip:
+def find_chain(index: GraphIndex, consumer: Target) -> ChannelChain | Skip:
     """The permutable region feeding ``consumer``'s activation, or why there is none.
 
     The region is every node between one producing MatMul/Gemm and the consumer; all must be

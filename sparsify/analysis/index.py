@@ -87,10 +87,10 @@ class GraphIndex:
         self.graph_outputs = {o.name for o in self.graph.output}
         self.producers: dict[str, onnx.NodeProto] = {}
         self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
-        self.labels: dict[int, str] = {}
+        self.nodes = list(self.graph.node)  # held, so each wrapper's id() stays its own
+        self._ordinals = {id(node): i for i, node in enumerate(self.nodes)}
         self._constant_memo: dict[str, bool] = {}
-        for index, node in enumerate(self.graph.node):
-            self.labels[id(node)] = node_label(node, index)
+        for node in self.nodes:
             for out in node.output:
                 if out:
                     self.producers[out] = node
@@ -98,8 +98,12 @@ class GraphIndex:
                 if name:
                     self.consumers[name].append((node, slot))
 
+    def ordinal(self, node: onnx.NodeProto) -> int:
+        """The node's position in the graph (nodes are compared by position, not by value)."""
+        return self._ordinals[id(node)]
+
     def label(self, node: onnx.NodeProto) -> str:
-        return self.labels[id(node)]
+        return node_label(node, self.ordinal(node))
 
     @cached_property
     def names_used_in_subgraphs(self) -> set[str]:

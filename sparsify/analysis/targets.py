@@ -3,7 +3,7 @@
 Axis rules (TensorRT's, docs/sources.md#axis-rules): Conv W[M, C/g, k...] -> axis 1; MatMul with a
 constant right operand -> axis -2 (K), constant left operand -> axis -1; Gemm B ->
 ``1 if transB else 0``, constant A -> ``0 if transA else 1``.  Every target that cannot be
-pruned carries the reason in ``skip_reason``.
+pruned carries the reason in its ``Outcome``.
 """
 
 from __future__ import annotations
@@ -11,50 +11,63 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from enum import Enum
 
 import onnx
 
 from sparsify.analysis.index import GraphIndex, int_attr, is_default_domain
 from sparsify.analysis.lookthrough import LOOK_THROUGH_OPS, WeightSource, resolve_weight
+from sparsify.analysis.profit import predict_profit
 from sparsify.analysis.skip import Skip
 from sparsify.io.dtypes import FLOAT_TYPES, QUANT_TYPES, dtype_name
 from sparsify.pattern import NMPattern
 
-__all__ = ["PruneTarget", "find_targets", "group_by_weight"]
+__all__ = ["SPARSE_STATUSES", "LayerRow", "Outcome", "Status", "Target", "find_targets", "group_by_weight"]
 
 TARGET_OPS = ("Conv", "MatMul", "Gemm")
 
 
-@dataclass
-class PruneTarget:
-    """One (layer, weight input) pair: a row of the report."""
+class Status(str, Enum):
+    """What happened to a target; the values are the report's ``status`` strings."""
+
+    PENDING = "pending"  # eligible, not handled yet
+    SKIPPED = "skipped"  # left dense: ``Outcome.reason`` says why
+    PRUNED = "pruned"
+    ALREADY_NM = "already_nm"
+    MASKED_NOT_NM = "masked_not_nm"  # a given mask that is not N:M was applied
+    COMPLIANT = "compliant"  # check: already N:M
+    NON_COMPLIANT = "non_compliant"  # check: not N:M
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SPARSE_STATUSES = (Status.PRUNED, Status.ALREADY_NM, Status.COMPLIANT)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the graph says about one (layer, weight input) pair; never changes after discovery."""
 
     layer: str
     op_type: str
     input_index: int
-    op_axis: int  # reduction axis as the op sees the weight (may be negative)
+    op_axis: int  # reduction axis as the op sees the weight (non-negative once resolved)
     weight: str = ""
     weight_shape: tuple[int, ...] = ()
     dtype: str = ""
     axis: int | None = None  # reduction axis on the stored tensor
-    path: list[str] = field(default_factory=list)
-    status: str = "pending"
-    skip_reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    source: WeightSource | None = None
+    path: tuple[str, ...] = ()
+    source: WeightSource | None = field(default=None, repr=False, compare=False)
     reduction_length: int = 0  # C/g (Conv) or K (GEMM) along the pruned axis
     kernel_positions: int = 1  # prod(kernel) for Conv
     output_features: int = 0  # M (Conv out channels) or N (GEMM)
-    density_before: float | None = None
-    density_after: float | None = None
-    node: onnx.NodeProto | None = field(default=None, repr=False)
-    method: str = ""  # the mask method that pruned it (after any fallback)
-    method_fallback: str = ""  # why the requested method was not used for this weight ("" = it was)
-    sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
-    permutation_gain: float | None = None  # retained-magnitude gain of --permute (0.05 = +5%)
+    node: onnx.NodeProto | None = field(default=None, repr=False, compare=False)
+    profitable: bool | None = None  # will a sparse kernel likely win (None: no resolved weight)
+    profitability: str = ""  # why
 
     def weight_source(self) -> WeightSource:
-        """The resolved weight of a target that was not skipped during discovery."""
+        """The resolved weight (every target that reaches a mask method has one)."""
         if self.source is None:
             raise AssertionError(f"internal error: target {self.layer!r} has no resolved weight")
         return self.source
@@ -64,12 +77,35 @@ class PruneTarget:
             raise AssertionError(f"internal error: target {self.layer!r} has no node")
         return self.node
 
+
+@dataclass
+class Outcome:
+    """What happened to a target: filled by selection, the mask stage and calibration."""
+
+    status: Status = Status.PENDING
+    reason: str = ""  # why it was skipped or is not sparse
+    notes: list[str] = field(default_factory=list)
+    density_before: float | None = None
+    density_after: float | None = None
+    method: str = ""  # the mask method that pruned it (after any fallback)
+    method_fallback: str = ""  # why the requested method was not used for this weight ("" = it was)
+    sensitivity: float | None = None  # loss with only this weight pruned (accuracy budget)
+    permutation_gain: float | None = None  # retained-magnitude gain of --permute (0.05 = +5%)
+
     def skip(self, reason: str) -> None:
-        self.status, self.skip_reason = "skipped", reason
+        self.status, self.reason = Status.SKIPPED, reason
 
     @property
     def active(self) -> bool:
-        return self.status == "pending"
+        return self.status is Status.PENDING
+
+
+@dataclass
+class LayerRow:
+    """One row of the report: the target and its outcome."""
+
+    target: Target
+    outcome: Outcome = field(default_factory=Outcome)
 
 
 def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, int]] | Skip:
@@ -92,20 +128,23 @@ def _weight_slots(index: GraphIndex, node: onnx.NodeProto) -> list[tuple[int, in
     return [(0, 0 if trans_a else 1)] if const[0] else []
 
 
-def _fill_shape_facts(target: PruneTarget, node: onnx.NodeProto, src: WeightSource) -> None:
+def _shape_facts(node: onnx.NodeProto, input_index: int, op_axis: int, src: WeightSource) -> dict:
+    """reduction_length, kernel_positions and output_features of a resolved weight."""
     shape = src.op_shape
-    target.reduction_length = shape[target.op_axis]
+    facts = {"reduction_length": shape[op_axis], "kernel_positions": 1, "output_features": 0}
     if node.op_type == "Conv":
-        target.kernel_positions = math.prod(shape[2:])
-        target.output_features = shape[0]
+        facts["kernel_positions"] = math.prod(shape[2:])
+        facts["output_features"] = shape[0]
     elif node.op_type == "MatMul":
         rank1 = len(shape) == 1
-        target.output_features = 1 if rank1 else (shape[-1] if target.input_index == 1 else shape[-2])
+        facts["output_features"] = 1 if rank1 else (shape[-1] if input_index == 1 else shape[-2])
     else:
-        target.output_features = shape[1 - target.op_axis] if len(shape) == 2 else 0
+        facts["output_features"] = shape[1 - op_axis] if len(shape) == 2 else 0
+    return facts
 
 
-def _eligibility(index: GraphIndex, node, target: PruneTarget, src: WeightSource, pattern: NMPattern) -> str:
+def _eligibility(index: GraphIndex, node, target: Target, src: WeightSource, pattern: NMPattern) -> str:
+    """The reason a resolved weight cannot be pruned, or ""."""
     tensor = src.tensor
     if src.kind == "initializer" and index.overridable(src.name):
         return "initializer is also a graph input, so it can be replaced at run time"
@@ -133,38 +172,41 @@ def _eligibility(index: GraphIndex, node, target: PruneTarget, src: WeightSource
     return ""
 
 
-def _discover(index: GraphIndex, pattern: NMPattern) -> list[PruneTarget]:
-    targets: list[PruneTarget] = []
+def _skipped(target: Target, reason: str) -> LayerRow:
+    return LayerRow(target, Outcome(Status.SKIPPED, reason))
+
+
+def _slot_row(index: GraphIndex, node: onnx.NodeProto, slot: int, op_axis: int, pattern: NMPattern) -> LayerRow:
+    label = index.label(node)
+    src = resolve_weight(index, node.input[slot], op_axis)
+    if isinstance(src, Skip):
+        return _skipped(Target(label, node.op_type, slot, op_axis, weight=node.input[slot], node=node), src.reason)
+    dims = tuple(int(d) for d in src.tensor.dims)
+    if any(d < 0 for d in dims):
+        return _skipped(Target(label, node.op_type, slot, op_axis, weight=src.name, node=node),
+                        f"weight has a negative dimension {list(dims)} (malformed tensor)")
+    op_axis %= len(src.op_shape)
+    facts = _shape_facts(node, slot, op_axis, src)
+    dtype = dtype_name(src.tensor.data_type)
+    profitable, why = predict_profit(dtype, **facts)
+    target = Target(label, node.op_type, slot, op_axis, weight=src.name, weight_shape=dims, dtype=dtype,
+                    axis=src.axis, path=tuple(src.path), source=src, node=node, profitable=profitable,
+                    profitability=why, **facts)
+    reason = _eligibility(index, node, target, src, pattern)
+    return _skipped(target, reason) if reason else LayerRow(target)
+
+
+def _discover(index: GraphIndex, pattern: NMPattern) -> list[LayerRow]:
+    rows: list[LayerRow] = []
     for node in index.graph.node:
         if node.op_type not in TARGET_OPS or not is_default_domain(node):
             continue
         slots = _weight_slots(index, node)
         if isinstance(slots, Skip):
-            row = PruneTarget(index.label(node), node.op_type, 1, -2)
-            row.skip(slots.reason)
-            targets.append(row)
+            rows.append(_skipped(Target(index.label(node), node.op_type, 1, -2, node=node), slots.reason))
             continue
-        for slot, op_axis in slots:
-            row = PruneTarget(index.label(node), node.op_type, slot, op_axis, node=node)
-            targets.append(row)
-            src = resolve_weight(index, node.input[slot], op_axis)
-            if isinstance(src, Skip):
-                row.weight = node.input[slot]
-                row.skip(src.reason)
-                continue
-            if any(int(d) < 0 for d in src.tensor.dims):
-                row.weight = src.name
-                row.skip(f"weight has a negative dimension {[int(d) for d in src.tensor.dims]} (malformed tensor)")
-                continue
-            row.source, row.weight, row.axis = src, src.name, src.axis
-            row.weight_shape = tuple(int(d) for d in src.tensor.dims)
-            row.dtype, row.path = dtype_name(src.tensor.data_type), src.path
-            row.op_axis = op_axis % len(src.op_shape)
-            _fill_shape_facts(row, node, src)
-            reason = _eligibility(index, node, row, src, pattern)
-            if reason:
-                row.skip(reason)
-    return targets
+        rows.extend(_slot_row(index, node, slot, op_axis, pattern) for slot, op_axis in slots)
+    return rows
 
 
 def _foreign_uses(index: GraphIndex, name: str, target_slots: set[tuple[int, int]]) -> list[str]:
@@ -181,7 +223,7 @@ def _foreign_uses(index: GraphIndex, name: str, target_slots: set[tuple[int, int
         if current in index.names_used_in_subgraphs:
             found.append("a subgraph (If/Loop/Scan body)")
         for node, slot in index.consumers.get(current, []):
-            if (id(node), slot) in target_slots:
+            if (index.ordinal(node), slot) in target_slots:
                 continue
             if node.op_type in LOOK_THROUGH_OPS and slot == 0 and is_default_domain(node):
                 stack.extend(o for o in node.output if o)
@@ -190,44 +232,45 @@ def _foreign_uses(index: GraphIndex, name: str, target_slots: set[tuple[int, int
     return found
 
 
-def _resolve_sharing(index: GraphIndex, targets: list[PruneTarget]) -> None:
-    by_weight: dict[str, list[PruneTarget]] = defaultdict(list)
-    for row in targets:
-        if row.source is not None:
-            by_weight[row.weight].append(row)
-    for name, rows in by_weight.items():
-        slots = {(id(r.node), r.input_index) for r in rows}
+def _resolve_sharing(index: GraphIndex, rows: list[LayerRow]) -> None:
+    by_weight: dict[str, list[LayerRow]] = defaultdict(list)
+    for row in rows:
+        if row.target.source is not None:
+            by_weight[row.target.weight].append(row)
+    for name, shared in by_weight.items():
+        slots = {(index.ordinal(r.target.op_node()), r.target.input_index) for r in shared}
         foreign = _foreign_uses(index, name, slots)
-        axes = {r.axis for r in rows}
-        quant = {r.source.quant.signature() if r.source is not None and r.source.quant else None for r in rows}
+        axes = {r.target.axis for r in shared}
+        quant = {q.signature() if (q := r.target.weight_source().quant) is not None else None for r in shared}
         if foreign:
             reason = f"weight also feeds {foreign[0]}" + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "") + "; pruning would change it"
         elif len(axes) > 1:
-            detail = ", ".join(f"axis {r.axis} for {r.layer}" for r in rows)
-            reason = f"weight shared by {len(rows)} layers whose reduction axes disagree ({detail})"
+            detail = ", ".join(f"axis {r.target.axis} for {r.target.layer}" for r in shared)
+            reason = f"weight shared by {len(shared)} layers whose reduction axes disagree ({detail})"
         elif len(quant) > 1:
             reason = "weight shared by layers that dequantize it differently"
         else:
-            blocked = next((r for r in rows if r.status == "skipped"), None)
-            reason = f"weight shared with {blocked.layer}, which cannot be pruned ({blocked.skip_reason})" if blocked else ""
-        for row in rows:
-            if reason and row.status != "skipped":
-                row.skip(reason)
-            if len(rows) > 1:
-                row.notes.append(f"weight shared by {len(rows)} layers")
+            blocked = next((r for r in shared if r.outcome.status is Status.SKIPPED), None)
+            reason = (f"weight shared with {blocked.target.layer}, which cannot be pruned ({blocked.outcome.reason})"
+                      if blocked else "")
+        for row in shared:
+            if reason and row.outcome.status is not Status.SKIPPED:
+                row.outcome.skip(reason)
+            if len(shared) > 1:
+                row.outcome.notes.append(f"weight shared by {len(shared)} layers")
 
 
-def find_targets(index: GraphIndex, pattern: NMPattern) -> list[PruneTarget]:
+def find_targets(index: GraphIndex, pattern: NMPattern) -> list[LayerRow]:
     """Every weight operand of Conv/MatMul/Gemm in the main graph, eligible or skipped."""
-    targets = _discover(index, pattern)
-    _resolve_sharing(index, targets)
-    return targets
+    rows = _discover(index, pattern)
+    _resolve_sharing(index, rows)
+    return rows
 
 
-def group_by_weight(targets: list[PruneTarget]) -> list[list[PruneTarget]]:
-    """Active targets grouped by stored weight (a shared weight is pruned once), in order."""
-    groups: dict[str, list[PruneTarget]] = {}
-    for target in targets:
-        if target.active:
-            groups.setdefault(target.weight, []).append(target)
+def group_by_weight(rows: list[LayerRow]) -> list[list[LayerRow]]:
+    """Active rows grouped by stored weight (a shared weight is pruned once), in order."""
+    groups: dict[str, list[LayerRow]] = {}
+    for row in rows:
+        if row.outcome.active:
+            groups.setdefault(row.target.weight, []).append(row)
     return list(groups.values())

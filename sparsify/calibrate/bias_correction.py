@@ -13,14 +13,14 @@ import numpy as np
 from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex, is_default_domain
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import Target
 from sparsify.io.dtypes import FLOAT_TYPES, from_float, to_float32
 from sparsify.masks.stats import ActivationStats
 
 __all__ = ["find_bias", "corrected_bias"]
 
 
-def find_bias(index: GraphIndex, target: PruneTarget) -> tuple[str, TensorProto] | None:
+def find_bias(index: GraphIndex, target: Target) -> tuple[str, TensorProto] | None:
     """(name, stored tensor) of the bias that only this layer adds, or None."""
     node = target.node
     if node is None or target.input_index != 1 or len(target.weight_shape) != 2:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
-from sparsify.io.npz import read_npz
+from sparsify.io.npz import ArraySource, read_arrays, source_name
 from sparsify.verify.feeds import feeds_from_arrays
-from sparsify.verify.parity import metrics
+from sparsify.verify.metrics import metrics
 
 __all__ = ["BudgetResult", "EvalData", "accuracy_loss", "choose_dense", "drift_loss", "load_eval"]
 
@@ -43,8 +42,9 @@ class BudgetResult:
     final_accuracy: float | None = None  # accuracy mode: dense accuracy minus the final drop
 
 
-def load_eval(path: str | Path, session: ort.InferenceSession, need_labels: bool) -> EvalData:
-    data = read_npz(path)  # read once: the inputs and the labels
+def load_eval(source: ArraySource, session: ort.InferenceSession, need_labels: bool) -> EvalData:
+    data = read_arrays(source, "eval data")  # read once: the inputs and the labels
+    path = source_name(source, "eval data")
     feeds = feeds_from_arrays(path, data, session)
     labels = None
     if need_labels:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from sparsify.analysis.index import int_attr
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import Target
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.masks.stats import ActivationStats
 
 __all__ = ["ActivationStats", "activation_input", "collect_stats"]
 
 
-def activation_input(target: PruneTarget) -> tuple[str, int]:
+def activation_input(target: Target) -> tuple[str, int]:
     """(activation tensor name, its feature axis) for a target's op."""
     node = target.node
     assert node is not None
@@ -38,7 +38,7 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
 
 
-def collect_stats(model: InMemoryModel, targets: list[PruneTarget], feeds: list[dict[str, np.ndarray]],
+def collect_stats(model: InMemoryModel, targets: list[Target], feeds: list[dict[str, np.ndarray]],
                   hessian_for: set[str], reference=None) -> dict[str, ActivationStats]:
     """Stats keyed by activation name; Hessians only for activations in ``hessian_for``.
 

@@ -11,7 +11,7 @@ from onnx import TensorProto
 from sparsify.analysis.channel_chain import find_chain
 from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.skip import Skip
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import LayerRow
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.io.dtypes import FLOAT_TYPES, to_float32
 from sparsify.masks.permute import retained, search_permutation
@@ -20,7 +20,7 @@ from sparsify.pattern import NMPattern
 __all__ = ["permute_channels"]
 
 
-def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, memories: list[InMemoryModel],
+def permute_channels(index: GraphIndex, groups: list[list[LayerRow]], read, memories: list[InMemoryModel],
                      pattern: NMPattern, overrides: dict[str, np.ndarray],
                      extra_writes: dict[str, TensorProto]) -> None:
     """Fill ``overrides`` (tensor name -> permuted bits) and ``extra_writes`` (name -> stored
@@ -28,28 +28,28 @@ def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, m
 
     Every in-memory model in ``memories`` gets the permutation too: the working model and
     the dense reference must see activations in the same channel order."""
-    by_weight = {rows[0].weight: rows for rows in groups}
+    by_weight = {rows[0].target.weight: rows for rows in groups}
     for rows in groups:
-        target = rows[0]
-        if len(rows) != 1 or target.source is None or target.source.tensor.data_type not in FLOAT_TYPES:
+        row = rows[0]
+        if len(rows) != 1 or row.target.source is None or row.target.source.tensor.data_type not in FLOAT_TYPES:
             continue
-        chain = find_chain(index, target)
+        chain = find_chain(index, row.target)
         if isinstance(chain, Skip):
-            target.notes.append(chain.reason)
+            row.outcome.notes.append(chain.reason)
             continue
         if chain.producer_tensor.data_type not in FLOAT_TYPES:
-            target.notes.append("permutation: producer weight is not float")
+            row.outcome.notes.append("permutation: producer weight is not float")
             continue
-        bits = read(target.weight, target.source.tensor)
-        magnitude = np.abs(to_float32(bits, target.source.tensor.data_type)).astype(np.float64)
-        axis = target.source.axis
+        bits = read(row.target.weight, row.target.source.tensor)
+        magnitude = np.abs(to_float32(bits, row.target.source.tensor.data_type)).astype(np.float64)
+        axis = row.target.source.axis
         scores = np.moveaxis(magnitude, axis, 0).reshape(bits.shape[axis], -1)
         perm = search_permutation(np.nan_to_num(scores, nan=np.inf), pattern.n, pattern.m)
         before, after = retained(scores, pattern.n, pattern.m), retained(scores[perm], pattern.n, pattern.m)
         if not after > before:
-            target.notes.append("permutation: no gain found")
+            row.outcome.notes.append("permutation: no gain found")
             continue
-        changes = [(target.weight, target.source.tensor, axis),
+        changes = [(row.target.weight, row.target.source.tensor, axis),
                    (chain.producer_weight, chain.producer_tensor, chain.producer_axis)]
         changes += [(name, tensor, -1) for name, tensor in chain.channel_constants]
         for name, tensor, axis in changes:
@@ -59,7 +59,7 @@ def permute_channels(index: GraphIndex, groups: list[list[PruneTarget]], read, m
             for memory in memories:
                 memory.rebase(name, permuted)
         gain = after / before - 1
-        target.permutation_gain = gain
-        target.notes.append(f"input channels permuted: retained magnitude +{gain:.2%}")
+        row.outcome.permutation_gain = gain
+        row.outcome.notes.append(f"input channels permuted: retained magnitude +{gain:.2%}")
         for producer_row in by_weight.get(chain.producer_weight, []):
-            producer_row.notes.append(f"output channels permuted to match {target.layer}")
+            producer_row.outcome.notes.append(f"output channels permuted to match {row.target.layer}")

@@ -20,7 +20,11 @@ from numpy.lib import format as npy_format
 
 from sparsify.errors import UsageError
 
-__all__ = ["DEFAULT_MAX_INPUT_BYTES", "input_byte_limit", "read_npz", "scan_npz", "write_npz"]
+__all__ = ["DEFAULT_MAX_INPUT_BYTES", "ArraySource", "input_byte_limit", "is_path", "read_arrays", "read_npz",
+           "scan_arrays", "scan_npz", "source_name", "write_npz"]
+
+#: An .npz file, or the same arrays already in memory ({name: array}, e.g. from the Python API).
+ArraySource = str | Path | Mapping[str, np.ndarray]
 
 #: Default cap on what one npz file may declare in total (``--max-input-bytes``).
 DEFAULT_MAX_INPUT_BYTES = 8 << 30
@@ -110,3 +114,39 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 npy_format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def is_path(source: ArraySource | None) -> bool:
+    return isinstance(source, str | Path)
+
+
+def source_name(source: ArraySource, what: str = "arrays") -> str:
+    """How errors name a source: the file's path, or ``<what given in memory>``."""
+    return str(source) if is_path(source) else f"<{what} given in memory>"
+
+
+def _check_arrays(source: Mapping, what: str) -> dict[str, np.ndarray]:
+    name = source_name(source, what)
+    arrays = {}
+    for key, value in source.items():
+        if not isinstance(key, str):
+            raise UsageError(f"{name}: key {key!r} is not a string")
+        array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        if array.dtype.hasobject or array.dtype.names is not None or array.dtype.kind not in _KINDS:
+            raise UsageError(f"{name}: array {key!r} has dtype {array.dtype}; only bool, integer and float arrays are accepted")
+        arrays[key] = array
+    return arrays
+
+
+def scan_arrays(source: ArraySource, what: str = "arrays") -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{name: (shape, dtype)} of an npz (headers only) or of arrays in memory."""
+    if isinstance(source, str | Path):
+        return scan_npz(source)
+    return {k: (tuple(a.shape), a.dtype) for k, a in _check_arrays(source, what).items()}
+
+
+def read_arrays(source: ArraySource, what: str = "arrays") -> dict[str, np.ndarray]:
+    """The arrays of an npz (checked as :func:`read_npz` does) or of a mapping given in memory."""
+    if isinstance(source, str | Path):
+        return read_npz(source)
+    return _check_arrays(source, what)

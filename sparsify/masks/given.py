@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from sparsify.analysis.lookthrough import WeightSource
-from sparsify.analysis.targets import PruneTarget
+from sparsify.analysis.targets import LayerRow
 from sparsify.errors import UsageError
 from sparsify.io.dtypes import FLOAT_TYPES
-from sparsify.io.npz import read_npz
+from sparsify.io.npz import ArraySource, is_path, read_arrays, source_name
 from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, quant_zero
 from sparsify.masks.nm import nm_violations
 from sparsify.pattern import NMPattern
@@ -24,29 +24,30 @@ from sparsify.pattern import NMPattern
 __all__ = ["apply_given_mask", "load_masks"]
 
 
-def load_masks(path: str | Path, targets: list[PruneTarget]) -> dict[str, np.ndarray]:
-    """Masks by weight name, validated against the model's targets; marks targets without
-    a mask as skipped."""
-    masks = read_npz(path)
-    by_weight: dict[str, list[PruneTarget]] = {}
+def load_masks(source: ArraySource, targets: list[LayerRow]) -> dict[str, np.ndarray]:
+    """Masks by weight name (an .npz or {name: array}), validated against the model's
+    targets; marks targets without a mask as skipped."""
+    path = source_name(source, "masks")
+    masks = read_arrays(source, "masks")
+    by_weight: dict[str, list[LayerRow]] = {}
     for target in targets:
-        by_weight.setdefault(target.weight, []).append(target)
+        by_weight.setdefault(target.target.weight, []).append(target)
     for name, mask in masks.items():
         rows = by_weight.get(name)
         if not rows:
             raise UsageError(f"{path}: mask {name!r} names no Conv/MatMul/Gemm weight of this model")
-        blocked = next((r for r in rows if not r.active), None)
+        blocked = next((r for r in rows if not r.outcome.active), None)
         if blocked is not None:
-            raise UsageError(f"{path}: mask {name!r}: {blocked.layer} cannot be pruned ({blocked.skip_reason})")
-        shape = rows[0].weight_shape
+            raise UsageError(f"{path}: mask {name!r}: {blocked.target.layer} cannot be pruned ({blocked.outcome.reason})")
+        shape = rows[0].target.weight_shape
         if tuple(mask.shape) != tuple(shape):
             raise UsageError(f"{path}: mask {name!r} has shape {list(mask.shape)}, the weight {list(shape)}")
         if not (mask.dtype == bool or np.isin(mask, (0, 1)).all()):
             raise UsageError(f"{path}: mask {name!r} holds values other than 0 and 1")
         masks[name] = mask.astype(bool)
     for target in targets:
-        if target.active and target.weight not in masks:
-            target.skip(f"no mask for it in {Path(path).name}")
+        if target.outcome.active and target.target.weight not in masks:
+            target.outcome.skip(f"no mask for it in {Path(path).name if is_path(source) else 'the masks given'}")
     return masks
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from sparsify.errors import UsageError
-from sparsify.io.npz import read_npz, scan_npz
+from sparsify.io.npz import ArraySource, read_arrays, scan_arrays, source_name
 
 __all__ = ["CannotMakeInputs", "InputSpec", "check_arrays_fit", "check_input_shapes", "check_npz_inputs", "feeds_from_arrays", "load_feeds", "parse_input_shapes",
            "random_feeds", "specs_from_graph", "specs_from_session"]
@@ -110,7 +109,7 @@ def specs_from_graph(graph: onnx.GraphProto, ir_version: int) -> list[InputSpec]
 _ACCEPTS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b"}
 
 
-def check_arrays_fit(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], np.dtype]],
+def check_arrays_fit(path: str, arrays: dict[str, tuple[tuple[int, ...], np.dtype]],
                      specs: list[InputSpec]) -> int:
     """Check (shape, dtype) of each input's array against the graph input; return the sample
     count.  An array with one more axis than the input holds samples along axis 0; one of the
@@ -145,19 +144,18 @@ def check_arrays_fit(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], 
     return counts.pop() if counts else 1
 
 
-def load_feeds(path: str | Path, session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
+def load_feeds(source: ArraySource, session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
     """Samples from an .npz (keys = input names), checked against the model's inputs first.
 
     An array with one more axis than the input holds samples stacked along axis 0 (each is
     run on its own); an array of the input's rank is run as one batch.
     """
-    return feeds_from_arrays(path, read_npz(path), session)
+    return feeds_from_arrays(source_name(source, "inputs"), read_arrays(source, "inputs"), session)
 
 
-def feeds_from_arrays(path: str | Path, arrays: dict[str, np.ndarray],
+def feeds_from_arrays(path: str, arrays: dict[str, np.ndarray],
                       session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
-    """:func:`load_feeds` on arrays already read from ``path`` (named in errors)."""
-    path = Path(path)
+    """:func:`load_feeds` on arrays already read from ``path`` (how errors name them)."""
     arrays = dict(arrays)
     specs = specs_from_session(session)
     count = check_arrays_fit(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, specs)
@@ -188,7 +186,7 @@ def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto, ir_
                 raise UsageError(f"--input-shape {name}: axis {axis} is fixed at {want} in the model, got {got}")
 
 
-def check_npz_inputs(path: str | Path, graph: onnx.GraphProto, ir_version: int, extra_keys: tuple[str, ...] = ()) -> None:
-    """Up-front check of an npz of model inputs against the graph, from its headers alone."""
-    headers = scan_npz(path)
-    check_arrays_fit(path, {k: v for k, v in headers.items() if k not in extra_keys}, specs_from_graph(graph, ir_version))
+def check_npz_inputs(source: ArraySource, graph: onnx.GraphProto, ir_version: int, extra_keys: tuple[str, ...] = ()) -> None:
+    """Up-front check of model inputs (an npz, from its headers alone, or arrays) against the graph."""
+    headers = scan_arrays(source, "inputs")
+    check_arrays_fit(source_name(source, "inputs"), {k: v for k, v in headers.items() if k not in extra_keys}, specs_from_graph(graph, ir_version))

@@ -11,8 +11,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsify.errors import MissingComponent
-from sparsify.io.publish import Publication
+from sparsify.plugin_api import MissingComponent, Publication
 from sparsify_tensorrt.errors import translate_build_error
 from sparsify_tensorrt.options import BuildOptions, config_arguments, typing_plan
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sparsify.verify.parity import ParityResult, apply_gates, metrics
+from sparsify.plugin_api import ParityResult, apply_gates, compare_runs
 
 __all__ = ["compare_runners"]
 
@@ -25,10 +25,6 @@ def compare_runners(reference, candidate, feeds: list[dict[str, np.ndarray]], *,
         result.reason = f"{candidate.name} has no output {missing[0]!r}"
         apply_gates(result, max_rel_error, min_top1)
         return result
-    for name in names:
-        dense = np.concatenate([np.atleast_1d(np.asarray(run[name])) for run in ref_runs])
-        other = np.concatenate([np.atleast_1d(np.asarray(run[name])) for run in cand_runs])
-        result.outputs.append(metrics(name, dense, other))
-    result.verified, result.runs = True, len(feeds)
+    compare_runs(result, names, ref_runs, cand_runs)
     apply_gates(result, max_rel_error, min_top1)
     return result

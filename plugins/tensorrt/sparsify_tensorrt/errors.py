@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from sparsify.errors import InputError, MissingComponent, SparsifyError
+from sparsify.plugin_api import InputError, MissingComponent, SparsifyError
 
 __all__ = ["translate_build_error"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from sparsify.errors import UsageError
+from sparsify.plugin_api import UsageError
 
 __all__ = ["BuildOptions", "TypingPlan", "config_arguments", "has_qdq", "parse_shapes", "polygraphy_profiles", "typing_plan"]
 

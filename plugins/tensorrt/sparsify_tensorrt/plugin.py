@@ -11,10 +11,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from sparsify.errors import GateFailed, MissingComponent, UsageError
-from sparsify.io.jsonsafe import json_safe
-from sparsify.io.paths import check_write_paths, model_reads
-from sparsify.io.publish import write_atomically
+from sparsify.plugin_api import (
+    GateFailed,
+    MissingComponent,
+    UsageError,
+    check_write_paths,
+    format_table,
+    model_reads,
+    write_report,
+)
 
 __all__ = ["build_section", "merge_build_report", "plugin"]
 
@@ -158,7 +163,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     without TensorRT)."""
     import onnx
 
-    from sparsify.io.model import open_model
+    from sparsify.plugin_api import open_model
     from sparsify_tensorrt.options import BuildOptions, has_qdq, parse_shapes
 
     model_path, output = Path(args.model), Path(args.output)
@@ -216,12 +221,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
         if args.benchmark:
             section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
     if report is not None and report_path is not None:
-        merged = json_safe(merge_build_report(report, section))
-        if os.environ.get("SPARSIFY_VALIDATE_REPORTS"):
-            from sparsify.report import validate_report
-
-            validate_report(merged)
-        write_atomically(report_path, json.dumps(merged, indent=2, allow_nan=False) + "\n")
+        write_report(report_path, merge_build_report(report, section))
     _print_summary(section)
     if parity is not None and not parity.gates_passed:
         failed = [g for g in parity.gates if not g.passed]
@@ -234,7 +234,7 @@ def _feeds(model_path: Path, args: argparse.Namespace):
     """The dense model's ORT session (parity's reference runner reuses it) and the feeds."""
     import onnxruntime as ort
 
-    from sparsify.verify.feeds import load_feeds, parse_input_shapes, random_feeds
+    from sparsify.plugin_api import load_feeds, parse_input_shapes, random_feeds
 
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     if args.inputs:
@@ -281,9 +281,9 @@ def _print_summary(section: dict) -> None:
             return "?" if value is None else ("yes" if value else "no")
         rows = [(name, mark(v["eligible"]), mark(v["picked"]), (v["tactic"] or v["tensorrt_layer"] or "")[:60])
                 for name, v in nodes.items()]
-        widths = [max(len(r[i]) for r in [("layer", "eligible", "sparse kernel", "tactic / engine layer"), *rows]) for i in range(4)]
-        for row in [("layer", "eligible", "sparse kernel", "tactic / engine layer"), *rows]:
-            print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        for line in format_table(("layer", "eligible", "sparse kernel", "tactic / engine layer"), rows, rule=False,
+                                 indent="  "):
+            print(line)
     if "engine_size_ratio" in section:
         print(f"engine size: sparse / dense = {section['engine_size_ratio']:.3f}")
     if "benchmark" in section and "speedup" in section["benchmark"]:

@@ -9,7 +9,7 @@ import importlib.util
 
 import onnx
 
-from sparsify.errors import MissingComponent, UsageError
+from sparsify.plugin_api import MissingComponent, UsageError
 
 __all__ = ["KEEP_FP32_OPS", "convert_precision"]
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsify.plugin_api import format_table
 from sparsify_torch_runtime.chains import feature_major_chains
 from sparsify_torch_runtime.kernel import cusparselt_unavailable_reason, linear_ineligible_reason
 from sparsify_torch_runtime.layers import SparseLinear
@@ -224,8 +225,7 @@ def format_decisions(decisions: list[LayerDecision]) -> str:
              "2:4" if d.sparse else "dense", f"{d.input_layout}/{d.output_layout}" if d.sparse else "-",
              "-" if d.dense_us is None else f"{d.dense_us:.1f}", "-" if d.sparse_us is None else f"{d.sparse_us:.1f}",
              d.reason] for d in decisions]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, ["-" * w for w in widths], *rows]]
+    lines = format_table(header, rows)
     sparse = [d for d in decisions if d.sparse]
     dense_bytes = sum(d.dense_weight_bytes for d in sparse)
     sparse_bytes = sum(d.sparse_weight_bytes or 0 for d in sparse)

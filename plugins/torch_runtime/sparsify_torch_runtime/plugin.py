@@ -9,7 +9,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from sparsify.errors import MissingComponent, UsageError
+from sparsify.plugin_api import MissingComponent, UsageError
 
 __all__ = ["plugin"]
 
@@ -40,9 +40,7 @@ class TorchRuntimePlugin:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sparsify.io.paths import check_write_paths
-    from sparsify.io.publish import write_atomically
-    from sparsify.lottery.recipe import load_recipe
+    from sparsify.plugin_api import check_write_paths, load_recipe, write_atomically
     from sparsify_torch_runtime import GraphedModel, convert, cusparselt_unavailable_reason, format_decisions
     from sparsify_torch_runtime.timing import graphed_time_us
 

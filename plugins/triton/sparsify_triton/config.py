@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
-from sparsify.errors import UsageError
+from sparsify.plugin_api import UsageError
 
 __all__ = ["TRITON_TYPES", "TensorSpec", "TritonConfig", "config_from_model", "render_config"]
 

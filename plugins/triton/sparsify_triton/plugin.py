@@ -9,8 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from sparsify.errors import MissingComponent, OutputError, UsageError
-from sparsify.io.model import open_model
+from sparsify.plugin_api import MissingComponent, OutputError, UsageError, open_model
 from sparsify_triton.config import config_from_model, render_config
 
 __all__ = ["plugin"]
