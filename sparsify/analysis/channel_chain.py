@@ -101,11 +101,11 @@ def find_chain(index: GraphIndex, consumer: Target) -> ChannelChain | Skip:
         if producer is None or not is_default_domain(producer):
             return Skip("permutation: the activation does not come from a MatMul/Gemm")
         if producer.op_type in ("MatMul", "Gemm"):
-            producers[id(producer)] = producer
+            producers[index.ordinal(producer)] = producer
             continue
         if producer.op_type not in _UNARY and producer.op_type not in _BINARY:
             return Skip(f"permutation: {producer.op_type} between the layers is not channel-wise")
-        region[id(producer)] = producer
+        region[index.ordinal(producer)] = producer
         inputs = [i for i in producer.input if i]
         for name in inputs[1:] if producer.op_type in _UNARY else inputs:
             if index.is_constant(name):
@@ -121,19 +121,19 @@ def find_chain(index: GraphIndex, consumer: Target) -> ChannelChain | Skip:
     if len(producers) != 1:
         return Skip("permutation: the activation mixes several producing layers")
     producer = next(iter(producers.values()))
-    allowed = set(region) | {id(node)}
+    allowed = set(region) | {index.ordinal(node)}
     for tensor in list(seen):
-        if tensor in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(tensor, [])):
+        if tensor in index.graph_outputs or any(index.ordinal(user) not in allowed for user, _ in index.consumers.get(tensor, [])):
             return Skip("permutation: an intermediate tensor has other users")
     for name in constants:
-        if name in index.graph_outputs or any(id(user) not in allowed for user, _ in index.consumers.get(name, [])):
+        if name in index.graph_outputs or any(index.ordinal(user) not in allowed for user, _ in index.consumers.get(name, [])):
             return Skip("permutation: a per-channel constant is shared with other layers")
     weight = _producer_weight(index, producer)
     if isinstance(weight, Skip):
         return weight
     name, stored, axis, bias = weight
     if bias:  # Gemm's own bias C (nn.Linear's bias) is permuted with the output channels
-        role = _constant_role(index, bias, channels, {id(producer)}) if index.is_constant(bias) else None
+        role = _constant_role(index, bias, channels, {index.ordinal(producer)}) if index.is_constant(bias) else None
         if role is None:
             return Skip("permutation: the producing Gemm's bias is not a per-channel constant")
         if bias in index.graph_outputs or len(index.consumers.get(bias, [])) != 1:

@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto
 
 from sparsify.errors import InputError
+from sparsify.io.graph_walk import constant_value, subgraphs
 
 __all__ = ["GraphIndex", "attr", "int_attr", "ints_attr", "is_default_domain", "node_label"]
 
@@ -65,14 +66,15 @@ def node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def _subgraph_names(graph: onnx.GraphProto, names: set[str]) -> None:
-    for node in graph.node:
-        names.update(node.input)
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                _subgraph_names(attribute.g, names)
-            for sub in attribute.graphs:
-                _subgraph_names(sub, names)
+def _names_read_in(graphs: list[onnx.GraphProto]) -> set[str]:
+    """Every name a node of these graphs (and of the graphs nested in them) reads."""
+    names: set[str] = set()
+    while graphs:
+        graph = graphs.pop()
+        for node in graph.node:
+            names.update(node.input)
+            graphs.extend(subgraphs(node))
+    return names
 
 
 class GraphIndex:
@@ -100,21 +102,17 @@ class GraphIndex:
 
     def ordinal(self, node: onnx.NodeProto) -> int:
         """The node's position in the graph (nodes are compared by position, not by value)."""
-        return self._ordinals[id(node)]
+        found = self._ordinals.get(id(node))
+        if found is None or self.nodes[found] is not node:
+            raise AssertionError(f"internal error: node {node.name or node.op_type!r} is not in this graph")
+        return found
 
     def label(self, node: onnx.NodeProto) -> str:
         return node_label(node, self.ordinal(node))
 
     @cached_property
     def names_used_in_subgraphs(self) -> set[str]:
-        names: set[str] = set()
-        for node in self.graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("g"):
-                    _subgraph_names(attribute.g, names)
-                for sub in attribute.graphs:
-                    _subgraph_names(sub, names)
-        return names
+        return _names_read_in([sub for node in self.graph.node for sub in subgraphs(node)])
 
     def overridable(self, name: str) -> bool:
         """An initializer listed as a graph input can be fed at run time (IR >= 4 only:
@@ -126,11 +124,8 @@ class GraphIndex:
         if name in self.initializers:
             return self.initializers[name], "initializer"
         node = self.producers.get(name)
-        if node is not None and node.op_type == "Constant" and is_default_domain(node):
-            for attribute in node.attribute:
-                if attribute.name == "value" and attribute.HasField("t"):
-                    return attribute.t, "constant"
-        return None
+        value = constant_value(node) if node is not None else None
+        return (value, "constant") if value is not None else None
 
     def is_constant(self, name: str) -> bool:
         """True when ``name`` is computed from stored data alone (no graph input).

@@ -72,10 +72,10 @@ def _correct_bias(index, row, dense_bits, result, stats, read, memory, bias_upda
     row.outcome.notes.append(f"bias {name!r} corrected for the mean output shift")
 
 
-def _stages(groups: list[list[LayerRow]], node_order: dict[int, int]) -> list[list[list[LayerRow]]]:
+def _stages(groups: list[list[LayerRow]], index: GraphIndex) -> list[list[list[LayerRow]]]:
     """Weights grouped by the activation they read, in graph order (Q, K, V share one)."""
     stages: dict[str, list[list[LayerRow]]] = {}
-    for rows in sorted(groups, key=lambda r: min(node_order.get(id(t.target.node), 0) for t in r)):
+    for rows in sorted(groups, key=lambda r: min(index.ordinal(t.target.op_node()) for t in r)):
         stages.setdefault(activation_input(rows[0].target)[0], []).append(rows)
     return list(stages.values())
 
@@ -93,7 +93,6 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
     if options.method in NEEDS_CALIBRATION:
         session = memory.session()
         feeds = [feed for path in options.calibration for feed in load_feeds(path, session)]
-    node_order = {id(node): i for i, node in enumerate(loaded.skeleton.graph.node)}
     index = GraphIndex(loaded.skeleton)
     bias_updates: dict[str, tuple] = {}
     overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
@@ -111,7 +110,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
         wanted = sorted({activation_input(rows[0].target)[0] for rows in groups
                          if needs_hessian(options.method, rows[0].target.op_node())})
         dense_session = dense.session(extra_outputs=wanted, only=True) if wanted else None
-    for stage in _stages(groups, node_order) if feeds else [groups]:
+    for stage in _stages(groups, index) if feeds else [groups]:
         stats = {}
         if feeds:
             hessian_for = {activation_input(rows[0].target)[0] for rows in stage

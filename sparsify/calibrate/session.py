@@ -8,6 +8,7 @@ import onnxruntime as ort
 from onnx import TensorProto
 
 from sparsify.errors import UsageError
+from sparsify.io.graph_walk import stored_tensors
 
 __all__ = ["InMemoryModel"]
 
@@ -23,12 +24,7 @@ class InMemoryModel:
             raise UsageError(f"data-aware pruning needs the model in memory: {exc}") from None
         if self.proto.ByteSize() >= 2**31 - 1:
             raise UsageError("data-aware pruning and accuracy budgets support models below 2 GB")
-        self._tensors: dict[str, TensorProto] = {t.name: t for t in self.proto.graph.initializer}
-        for node in self.proto.graph.node:
-            if node.op_type == "Constant":
-                for attribute in node.attribute:
-                    if attribute.name == "value" and attribute.HasField("t"):
-                        self._tensors[node.output[0]] = attribute.t
+        self._tensors: dict[str, TensorProto] = stored_tensors(self.proto.graph)
         self._original = {name: bytes(t.raw_data) for name, t in self._tensors.items() if t.HasField("raw_data")}
 
     def set_bits(self, name: str, bits: np.ndarray | None) -> None:

@@ -74,10 +74,13 @@ class LoadedModel:
         self.path = path
         self.skeleton = skeleton
         self.external_files: set[Path] = set()
-        # Holding every tensor wrapper keeps its id() stable: protobuf (upb) hands out the
-        # same wrapper while one is alive, and ids of freed wrappers get reused.
+        # A tensor is known by its ordinal (its position in iter_tensors' order, which is also
+        # the order the writer walks).  Holding every wrapper keeps each one's id() its own, so
+        # the one identity lookup (``ordinal``) is sound: protobuf (upb) hands out the same
+        # wrapper while one is alive, and ids of freed wrappers get reused.
         self.tensors: list[TensorProto] = list(iter_tensors(skeleton))
-        self._locations: dict[int, TensorLocation] = {}
+        self._ordinals = {id(t): i for i, t in enumerate(self.tensors)}
+        self._locations: dict[int, TensorLocation] = {}  # tensor ordinal -> where its bytes are
         self._scratch: np.ndarray | None = None
         self._index_locations()
 
@@ -88,14 +91,14 @@ class LoadedModel:
     def _index_locations(self) -> None:
         model_dir = self.path.resolve().parent
         sizes: dict[Path, int] = {}
-        for tensor in self.tensors:
+        for ordinal, tensor in enumerate(self.tensors):
             if tensor.data_location != TensorProto.EXTERNAL:
                 continue
             info = _external_info(tensor)
             offset, length = _int_field(tensor, info, "offset"), _int_field(tensor, info, "length", None)
             location = info.get("location", "")
             if location == EMBEDDED_LOCATION:
-                self._locations[id(tensor)] = TensorLocation("embedded", self.path, offset, length)
+                self._locations[ordinal] = TensorLocation("embedded", self.path, offset, length)
                 continue
             data_path = _safe_data_path(tensor.name, location, model_dir)
             if data_path not in sizes:
@@ -119,10 +122,17 @@ class LoadedModel:
                     f"the model asks for {length} bytes at offset {offset}"
                 )
             self.external_files.add(data_path)
-            self._locations[id(tensor)] = TensorLocation("external", data_path, offset, length)
+            self._locations[ordinal] = TensorLocation("external", data_path, offset, length)
+
+    def ordinal(self, tensor: TensorProto) -> int:
+        """The tensor's position among ``self.tensors`` (it must be one of them)."""
+        found = self._ordinals.get(id(tensor))
+        if found is None or self.tensors[found] is not tensor:
+            raise AssertionError(f"internal error: tensor {tensor.name!r} is not one of this model's tensors")
+        return found
 
     def location(self, tensor: TensorProto) -> TensorLocation:
-        return self._locations.get(id(tensor), TensorLocation("inline"))
+        return self._locations.get(self.ordinal(tensor), TensorLocation("inline"))
 
     def read_bytes(self, tensor: TensorProto) -> bytes:
         loc = self.location(tensor)

@@ -70,13 +70,12 @@ class ModelWriter:
         self.model = model
         self.output = output
         self.publication = publication
-        self._inline: dict[int, bytes] = {}
-        self._new_external: dict[int, tuple[int, int]] = {}
+        self._inline: dict[int, bytes] = {}  # tensor ordinal -> new bytes kept in the model file
+        self._new_external: dict[int, tuple[int, int]] = {}  # tensor ordinal -> (offset, length) in the new data
         self._rebuild = False
         self._fd: int | None = None  # the file whose payloads we patch
         self._fingerprint = hashlib.sha256()
         self._pruned: dict[int, str] = {}  # tensor ordinal -> digest of its new bytes
-        self._ordinal = {id(t): i for i, t in enumerate(model.tensors)}
         self.data_file: Path | None = None  # final external-data path, known after finish()
 
     def __enter__(self) -> ModelWriter:
@@ -124,7 +123,7 @@ class ModelWriter:
                     self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
                                              f"{info.st_mtime_ns}".encode())
                 _copy_range(sources[loc.path], self._open_fd(), loc.offset, position, loc.length)
-                self._new_external[id(tensor)] = (position, loc.length)
+                self._new_external[ordinal] = (position, loc.length)
                 self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
                 position += loc.length
         finally:
@@ -133,15 +132,16 @@ class ModelWriter:
 
     def replace(self, tensor: TensorProto, bits: np.ndarray) -> None:
         data = np.ascontiguousarray(bits).reshape(-1).view(np.uint8).data  # no copy for the pwrite paths
+        ordinal = self.model.ordinal(tensor)
         loc = self.model.location(tensor)
         if loc.kind == "embedded" and not self.model.uses_external_data:
             self._pwrite(data, loc.offset, loc.length)
         elif loc.kind == "external":
-            offset, length = self._new_external[id(tensor)]
+            offset, length = self._new_external[ordinal]
             self._pwrite(data, offset, length)
-            self._pruned[self._ordinal[id(tensor)]] = hashlib.sha256(data).hexdigest()
+            self._pruned[ordinal] = hashlib.sha256(data).hexdigest()
         else:
-            self._inline[id(tensor)] = bytes(data)
+            self._inline[ordinal] = bytes(data)
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
                 self._rebuild = True
 
@@ -199,11 +199,11 @@ class ModelWriter:
         final.CopyFrom(self.model.skeleton)
         patched = None if self.model.uses_external_data else self._model_tmp
         with open(patched or self.model.path, "rb") as source:  # embedded payloads: one open file
-            for original, tensor in zip(self.model.tensors, iter_tensors(final), strict=True):
+            for ordinal, (original, tensor) in enumerate(zip(self.model.tensors, iter_tensors(final), strict=True)):
                 loc = self.model.location(original)
-                new = self._inline.get(id(original))
+                new = self._inline.get(ordinal)
                 if loc.kind == "external":
-                    offset, length = self._new_external[id(original)]
+                    offset, length = self._new_external[ordinal]
                     assert data_name is not None
                     _set_external(tensor, data_name, offset, length)
                 elif loc.kind == "embedded":

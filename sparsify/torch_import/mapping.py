@@ -14,6 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from sparsify.errors import UsageError
+from sparsify.io.graph_walk import stored_tensors
 
 __all__ = ["WeightMapping", "map_parameters"]
 
@@ -25,13 +26,7 @@ class WeightMapping:
 
 
 def _onnx_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    found = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value" and attribute.HasField("t"):
-                    found[node.output[0]] = numpy_helper.to_array(attribute.t)
-    return found
+    return {name: numpy_helper.to_array(tensor) for name, tensor in stored_tensors(model.graph).items()}
 
 
 def map_parameters(parameters: dict[str, np.ndarray], model: onnx.ModelProto) -> dict[str, WeightMapping]:
