@@ -128,11 +128,11 @@ def amdahl(model_dense_us: float, shapes, dtype, cache: dict) -> dict:
             w = mask24(torch.randn(n, k, device=DEVICE, dtype=dtype))
             b = torch.randn(n, device=DEVICE, dtype=dtype) if bias else None
             x = torch.randn(tokens, k, device=DEVICE, dtype=dtype)
-            dense = time_us(lambda: F.linear(x, w, b))
+            dense = time_us(lambda x=x, w=w, b=b: F.linear(x, w, b))
             kernel = dense
             if GPU:
                 wc = torch._cslt_compress(w)
-                kernel = time_us(lambda: torch._cslt_sparse_mm(wc, x.t(), bias=b))
+                kernel = time_us(lambda wc=wc, x=x, b=b: torch._cslt_sparse_mm(wc, x.t(), bias=b))
             cache[key] = (dense, kernel)
         dense, kernel = cache[key]
         linear_us += dense
@@ -195,6 +195,19 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _print_profile(dtype) -> dict:
+    try:
+        profile_result = kernel_profile(4096, 16384, 2, 16, 512, dtype)
+        print("\n## Kernel profile, 2 x d4096/ff16384, B16 T512 fp16 (ms)\n")
+        for label, p in profile_result.items():
+            print(f"{label}: {p['total_ms']} ms of kernels")
+            for name, count, ms in p["top"]:
+                print(f"  {ms:8.3f}  x{count:<4} {name}")
+        return profile_result
+    except Exception as exc:  # noqa: BLE001
+        return {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, a minute on a CPU: checks the script")
@@ -242,15 +255,7 @@ def main() -> int:
               f">= 0.98x dense: {sum(r['speedup'] >= 0.98 for r in ok)}/{len(ok)}")
     profile_result = None
     if GPU and not args.smoke and time.perf_counter() - start < args.budget_s + 30:
-        try:
-            profile_result = kernel_profile(4096, 16384, 2, 16, 512, dtype)
-            print("\n## Kernel profile, 2 x d4096/ff16384, B16 T512 fp16 (ms)\n")
-            for label, p in profile_result.items():
-                print(f"{label}: {p['total_ms']} ms of kernels")
-                for name, count, ms in p["top"]:
-                    print(f"  {ms:8.3f}  x{count:<4} {name}")
-        except Exception as exc:  # noqa: BLE001
-            profile_result = {"error": f"{type(exc).__name__}: {str(exc)[:160]}"}
+        profile_result = _print_profile(dtype)
     out = Path(os.environ.get("OUT") or ROOT / "benchmarks" / "out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_sparse_runtime.json").write_text(json.dumps({

@@ -17,7 +17,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _layer(nodes, names, x, i, d, ff, heads):
+def _layer(nodes, names, x, i, d, ff):
     p = f"l{i}."
     def mm(a, w, out):
         nodes.append(helper.make_node("MatMul", [a, p + w], [p + out], name=p + out))
@@ -41,7 +41,7 @@ def build(out: Path, layers: int, d: int, ff: int, external: bool, seed: int = 0
     nodes, names = [], []
     x = "hidden"
     for i in range(layers):
-        x = _layer(nodes, names, x, i, d, ff, heads=16)
+        x = _layer(nodes, names, x, i, d, ff)
     rng = np.random.default_rng(seed)
     data_name = out.name + ".data"
     initializers = []

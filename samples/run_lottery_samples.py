@@ -35,9 +35,9 @@ def main() -> None:
             config = TicketConfig(pattern=parse_pattern(pattern) if pattern else None, sparsity=sparsity, epochs=epochs,
                                   rewind_epoch=1, seed=seed)
             out = args.out / f"{recipe}-{pattern or sparsity}-s{seed}"
-            results.append(run_lottery(f"{HERE / 'lottery_recipes.py'}:{recipe}", config, out, progress=lambda s: None))
-        mean = lambda key: float(np.mean([r[key] for r in results]))  # noqa: E731
-        control = lambda name: float(np.mean([r["controls"][name]["accuracy"] for r in results]))  # noqa: E731
+            results.append(run_lottery(f"{HERE / 'lottery_recipes.py'}:{recipe}", config, out, progress=lambda _s: None))
+        mean = lambda key, results=results: float(np.mean([r[key] for r in results]))  # noqa: E731
+        control = lambda name, results=results: float(np.mean([r["controls"][name]["accuracy"] for r in results]))  # noqa: E731
         rows.append((recipe, pattern or f"unstructured {sparsity:.0%}", mean("dense_accuracy"), mean("ticket_accuracy"),
                      1 - mean("ticket_density"), control("random_reinit"), control("one_shot_magnitude"),
                      sum(r["onnx"].get("non_compliant_targets", 0) for r in results)))

@@ -123,11 +123,11 @@ def _check_data_files(loaded: LoadedModel, options: PruneOptions) -> None:
         return
     from sparsify.verify.feeds import check_npz_inputs  # imports onnxruntime
 
-    graph, ir_version = loaded.skeleton.graph, loaded.skeleton.ir_version
+    graph = loaded.skeleton.graph
     for source in data:
         if source is not None:
             labels = ("labels",) if source is options.eval_data else ()
-            check_npz_inputs(source, graph, ir_version, extra_keys=labels)
+            check_npz_inputs(source, graph, extra_keys=labels)
 
 
 def _input_shapes(options: PruneOptions) -> dict[str, list[int]]:
@@ -214,7 +214,7 @@ def _open_checked(path: Path, run: _Run) -> tuple[LoadedModel, Path, Path]:
     if run.shapes:
         from sparsify.verify.feeds import check_input_shapes  # imports onnxruntime
 
-        check_input_shapes(run.shapes, loaded.skeleton.graph, loaded.skeleton.ir_version)
+        check_input_shapes(run.shapes, loaded.skeleton.graph)
     return loaded, out, json_path
 
 

@@ -268,12 +268,12 @@ def _distinct_short_names(names: list[str], limit: int) -> list[str]:
     short = [_elide(n, limit) for n in names]
     while True:
         seen: dict[str, set[str]] = {}
-        for full, s in zip(names, short):
+        for full, s in zip(names, short, strict=True):
             seen.setdefault(s, set()).add(full)
         clashes = {s for s, fulls in seen.items() if len(fulls) > 1}
         if not clashes:
             return short
-        short = [s if s not in clashes else _elide(full, len(s) + 8) for full, s in zip(names, short)]
+        short = [s if s not in clashes else _elide(full, len(s) + 8) for full, s in zip(names, short, strict=True)]
 
 
 def _mb(n: int) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -177,7 +178,7 @@ def _reencode_lengths(buf: bytes, fields, changed_start: int, delta: int) -> byt
     data = bytearray(buf)
     enclosing = sorted((f for f in fields if f[2] != f[1] and f[2] <= changed_start < f[3] or
                         (f[2] != f[1] and f[2] <= changed_start == f[3])), key=lambda f: -f[4])
-    for first, tag_end, payload, end, _ in enclosing:
+    for _first, tag_end, payload, end, _ in enclosing:
         length = end - payload + delta
         prefix = _encode(length)
         old = payload - tag_end
@@ -248,77 +249,134 @@ def _swap_fields(buf: bytes, rng: random.Random) -> bytes:
     return buf[:a[0]] + buf[b[0]:b[3]] + buf[a[3]:b[0]] + buf[a[0]:a[3]] + buf[b[3]:]
 
 
+@dataclasses.dataclass
+class _Case:
+    """One proto mutation's inputs: the model copy, its tensors, the seeded RNG, the kind drawn."""
+
+    m: onnx.ModelProto
+    tensors: list
+    rng: random.Random
+    kind: str
+
+
+def _m_dims(c: _Case) -> None:
+    if c.tensors:
+        t = c.rng.choice(c.tensors)
+        if t.dims:
+            i = c.rng.randrange(len(t.dims))
+            t.dims[i] = c.rng.choice([-1, -(2**40), 0, 2**40, 2**62, t.dims[i] + 1, t.dims[i] * 2]) if c.kind == "dims" else -c.rng.randint(1, 9)
+
+
+def _m_dtype(c: _Case) -> None:
+    if c.tensors:
+        c.rng.choice(c.tensors).data_type = c.rng.choice([0, 2, 3, 6, 7, 8, 9, 10, 11, 16, 17, 21, 22, 23, 999, -5])
+
+
+def _m_dangling(c: _Case) -> None:
+    if c.m.graph.node:
+        node = c.rng.choice(c.m.graph.node)
+        if node.input:
+            node.input[c.rng.randrange(len(node.input))] = c.rng.choice(["nowhere", "", "x", node.output[0] if node.output else "y"])
+
+
+def _m_attribute(c: _Case) -> None:
+    g = c.m.graph
+    if not g.node:
+        return
+    # On an op the pass reads attributes of, placed first so it is the one found.
+    readers = [n for n in g.node if n.op_type in ("Gemm", "Conv", "Transpose", "DequantizeLinear", "Cast")] or list(g.node)
+    node = c.rng.choice(readers)
+    name = c.rng.choice({"Gemm": ["transA", "transB"], "Conv": ["group", "kernel_shape"], "Transpose": ["perm"],
+                       "DequantizeLinear": ["axis", "block_size"], "Cast": ["to"]}.get(node.op_type, ["axis"]))
+    value = c.rng.choice([1.5, float("nan"), 2**40, -1, 0, 3, [1.0, 0.0], [3, 7], [0, 0], "str",
+                        numpy_helper.from_array(np.array(1)), helper.make_graph([], "g", [], [])])
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([helper.make_attribute(name, value), *kept])
+
+
+def _m_quant_params(c: _Case) -> None:
+    g = c.m.graph
+    if any(n.op_type == "DequantizeLinear" for n in g.node):
+        scale = next(t for t in g.initializer if t.name == "s")
+        count = c.rng.choice([1, 3, 7, 9, 16])
+        scale.CopyFrom(numpy_helper.from_array(np.full([count] if c.rng.random() < 0.7 else [count, 1], 0.02, np.float32), "s"))
+
+
+def _m_no_length(c: _Case) -> None:
+    for t in c.m.graph.initializer:
+        if t.data_location == TensorProto.EXTERNAL:
+            kept = [(e.key, e.value) for e in t.external_data if e.key != "length"]
+            del t.external_data[:]
+            for key, value in kept:
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
+
+
+def _m_drop_init(c: _Case) -> None:
+    if c.m.graph.initializer:
+        del c.m.graph.initializer[c.rng.randrange(len(c.m.graph.initializer))]
+
+
+def _m_rename_init(c: _Case) -> None:
+    inits = c.m.graph.initializer
+    if inits:
+        inits[c.rng.randrange(len(inits))].name = c.rng.choice(["x", "y", "", inits[0].name])
+
+
+def _m_ir(c: _Case) -> None:
+    c.m.ir_version = c.rng.choice([0, 1, 3, 4, 99, -1])
+
+
+def _m_opset(c: _Case) -> None:
+    c.m.opset_import[0].version = c.rng.choice([1, 7, 11, 999])
+
+
+def _m_input_listed(c: _Case) -> None:
+    if c.m.graph.initializer:
+        t = c.rng.choice(c.m.graph.initializer)
+        c.m.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+
+
+def _m_raw_resize(c: _Case) -> None:
+    if c.m.graph.initializer:
+        t = c.rng.choice(c.m.graph.initializer)
+        if t.HasField("raw_data"):
+            t.raw_data = t.raw_data[: c.rng.randrange(len(t.raw_data) + 1)] + b"\0" * c.rng.choice([0, 0, 4, 7])
+
+
+def _m_external(c: _Case) -> None:
+    if not c.m.graph.initializer:
+        return
+    t = c.rng.choice(c.m.graph.initializer)
+    t.data_location = TensorProto.EXTERNAL
+    nbytes = str(int(np.prod(t.dims)) * 4)
+    t.ClearField("raw_data")
+    del t.external_data[:]
+    for key, value in c.rng.choice([[("location", "../outside.bin")], [("location", "/etc/passwd")],
+                                  [("location", "missing.bin")], [("location", "\x00sparsify-embedded"), ("offset", "0")],
+                                  [("location", "\x00sparsify-embedded"), ("offset", "0"), ("length", nbytes)],
+                                  [("location", "m.onnx.data"), ("offset", "0")],
+                                  [("location", "m.onnx"), ("offset", "0"), ("length", "16")],
+                                  [("location", "m.onnx"), ("offset", "-1")]]):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+
+
+PROTO_MUTATIONS = {"dims": _m_dims, "dims_negative": _m_dims, "dtype": _m_dtype, "dangling": _m_dangling,
+                   "attribute": _m_attribute, "quant_params": _m_quant_params, "no_length": _m_no_length,
+                   "drop_init": _m_drop_init, "rename_init": _m_rename_init, "ir": _m_ir, "opset": _m_opset,
+                   "input_listed": _m_input_listed, "raw_resize": _m_raw_resize, "external": _m_external}
+
+
 def _proto_mutation(model: onnx.ModelProto, rng: random.Random) -> bytes:
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    g = m.graph
-    tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+    tensors = list(m.graph.initializer) + [a.t for n in m.graph.node for a in n.attribute if a.HasField("t")]
     kind = rng.choice(["dims", "dtype", "dangling", "attribute", "attribute", "attribute", "drop_init", "rename_init", "ir",
                        "opset", "dims_negative", "input_listed", "raw_resize", "external", "external", "quant_params",
                        "no_length"])
-    if kind in ("dims", "dims_negative") and tensors:
-        t = rng.choice(tensors)
-        if t.dims:
-            i = rng.randrange(len(t.dims))
-            t.dims[i] = rng.choice([-1, -(2**40), 0, 2**40, 2**62, t.dims[i] + 1, t.dims[i] * 2]) if kind == "dims" else -rng.randint(1, 9)
-    elif kind == "dtype" and tensors:
-        rng.choice(tensors).data_type = rng.choice([0, 2, 3, 6, 7, 8, 9, 10, 11, 16, 17, 21, 22, 23, 999, -5])
-    elif kind == "dangling" and g.node:
-        node = rng.choice(g.node)
-        if node.input:
-            node.input[rng.randrange(len(node.input))] = rng.choice(["nowhere", "", "x", node.output[0] if node.output else "y"])
-    elif kind == "attribute" and g.node:
-        # On an op the pass reads attributes of, placed first so it is the one found.
-        readers = [n for n in g.node if n.op_type in ("Gemm", "Conv", "Transpose", "DequantizeLinear", "Cast")] or list(g.node)
-        node = rng.choice(readers)
-        name = rng.choice({"Gemm": ["transA", "transB"], "Conv": ["group", "kernel_shape"], "Transpose": ["perm"],
-                           "DequantizeLinear": ["axis", "block_size"], "Cast": ["to"]}.get(node.op_type, ["axis"]))
-        value = rng.choice([1.5, float("nan"), 2**40, -1, 0, 3, [1.0, 0.0], [3, 7], [0, 0], "str",
-                            numpy_helper.from_array(np.array(1)), helper.make_graph([], "g", [], [])])
-        kept = [a for a in node.attribute if a.name != name]
-        del node.attribute[:]
-        node.attribute.extend([helper.make_attribute(name, value), *kept])
-    elif kind == "quant_params" and any(n.op_type == "DequantizeLinear" for n in g.node):
-        scale = next(t for t in g.initializer if t.name == "s")
-        count = rng.choice([1, 3, 7, 9, 16])
-        scale.CopyFrom(numpy_helper.from_array(np.full([count] if rng.random() < 0.7 else [count, 1], 0.02, np.float32), "s"))
-    elif kind == "no_length" and g.initializer:
-        for t in g.initializer:
-            if t.data_location == TensorProto.EXTERNAL:
-                kept = [(e.key, e.value) for e in t.external_data if e.key != "length"]
-                del t.external_data[:]
-                for key, value in kept:
-                    entry = t.external_data.add()
-                    entry.key, entry.value = key, value
-    elif kind == "drop_init" and g.initializer:
-        del g.initializer[rng.randrange(len(g.initializer))]
-    elif kind == "rename_init" and len(g.initializer) >= 1:
-        g.initializer[rng.randrange(len(g.initializer))].name = rng.choice(["x", "y", "", g.initializer[0].name])
-    elif kind == "ir":
-        m.ir_version = rng.choice([0, 1, 3, 4, 99, -1])
-    elif kind == "opset":
-        m.opset_import[0].version = rng.choice([1, 7, 11, 999])
-    elif kind == "input_listed" and g.initializer:
-        t = rng.choice(g.initializer)
-        g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    elif kind == "raw_resize" and g.initializer:
-        t = rng.choice(g.initializer)
-        if t.HasField("raw_data"):
-            t.raw_data = t.raw_data[: rng.randrange(len(t.raw_data) + 1)] + b"\0" * rng.choice([0, 0, 4, 7])
-    elif kind == "external" and g.initializer:
-        t = rng.choice(g.initializer)
-        t.data_location = TensorProto.EXTERNAL
-        nbytes = str(int(np.prod(t.dims)) * 4)
-        t.ClearField("raw_data")
-        del t.external_data[:]
-        for key, value in rng.choice([[("location", "../outside.bin")], [("location", "/etc/passwd")],
-                                      [("location", "missing.bin")], [("location", "\x00sparsify-embedded"), ("offset", "0")],
-                                      [("location", "\x00sparsify-embedded"), ("offset", "0"), ("length", nbytes)],
-                                      [("location", "m.onnx.data"), ("offset", "0")],
-                                      [("location", "m.onnx"), ("offset", "0"), ("length", "16")],
-                                      [("location", "m.onnx"), ("offset", "-1")]]):
-            entry = t.external_data.add()
-            entry.key, entry.value = key, value
+    PROTO_MUTATIONS[kind](_Case(m, tensors, rng, kind))
     return m.SerializeToString()
 
 
@@ -410,7 +468,7 @@ def check_case(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------------------- the driver
 
-def _write_case(folder: Path, name: str, data: bytes, external: bytes | None) -> None:
+def _write_case(folder: Path, data: bytes, external: bytes | None) -> None:
     folder.mkdir()
     (folder / "m.onnx").write_bytes(data)
     if external is not None:
@@ -477,7 +535,7 @@ def fuzz(cases: int, seed: int, workers: int, keep: Path | None) -> int:
         mutation, mutant = make_mutant(data, model, rng)
         counts[mutation] = counts.get(mutation, 0) + 1
         folder = root / f"case{index}"
-        _write_case(folder, name, mutant, external)
+        _write_case(folder, mutant, external)
         while len(running) >= workers:
             reap(block=False)
             time.sleep(0.002)

@@ -87,7 +87,7 @@ def sweep(src, tmp_path):
             dense_out, sparse_out = dense_session.run(None, feeds), sparse_session.run(None, feeds)
             assert [o.shape for o in dense_out] == [o.shape for o in sparse_out]
             if not pruned:
-                for d, s in zip(dense_out, sparse_out):
+                for d, s in zip(dense_out, sparse_out, strict=True):
                     np.testing.assert_array_equal(d, s)
     audit = sparsify.check(out)
     assert audit.count("non_compliant") == 0

@@ -115,7 +115,7 @@ def test_failure_during_write_leaves_nothing(tmp_path, monkeypatch):
     onnx.save(_two_layer(), tmp_path / "m.onnx")
     before = _digest(tmp_path)
 
-    def broken(*args, **kwargs):
+    def broken(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer.os, "pwrite", broken)

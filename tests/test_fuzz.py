@@ -98,7 +98,7 @@ def dense_chain(draw):
     dims = draw(st.lists(st.sampled_from([4, 6, 8, 12, 16]), min_size=2, max_size=4))
     x = "x"
     shared: dict[tuple, str] = {}
-    for i, (k, n) in enumerate(zip(dims, dims[1:])):
+    for i, (k, n) in enumerate(zip(dims, dims[1:], strict=False)):
         op = draw(st.sampled_from(["MatMul", "Gemm"]))
         trans_b = op == "Gemm" and draw(st.booleans())
         shape, axis = ((n, k), 1) if trans_b else ((k, n), 0)
@@ -122,7 +122,7 @@ def conv_chain(draw):
     g = Graph(draw)
     channels = draw(st.lists(st.sampled_from([4, 6, 8, 16]), min_size=2, max_size=3))
     x = "x"
-    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+    for i, (c_in, c_out) in enumerate(zip(channels, channels[1:], strict=False)):
         groups = draw(st.sampled_from([d for d in (1, 2, 4) if c_in % d == 0 and c_out % d == 0]))
         k = draw(st.sampled_from([1, 3]))
         w = g.weight((c_out, c_in // groups, k, k), 1)

@@ -46,7 +46,7 @@ def test_prune_torch_verifies_on_the_example_inputs(tmp_path):
 
 def test_a_failing_forward_is_one_documented_error(tmp_path):
     class Broken(torch.nn.Module):
-        def forward(self, x):
+        def forward(self, _x):
             raise TypeError("my model needs two inputs")
 
     with pytest.raises(UsageError, match="my model needs two inputs"):

@@ -37,7 +37,7 @@ def test_nm_ticket_end_to_end_and_resume(tmp_path, monkeypatch):
     log = tmp_path / "train.log"
     monkeypatch.setenv("TINY_RECIPE_LOG", str(log))
     out = tmp_path / "ticket"
-    report = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=3, rewind_epoch=1), out, progress=lambda s: None)
+    report = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=3, rewind_epoch=1), out, progress=lambda _s: None)
     assert [r["target"] for r in report["rounds"]] == ["3:4", "2:4"]
     assert report["ticket_density"] == pytest.approx(0.5)
     assert set(report["controls"]) == {"random_reinit", "one_shot_magnitude"}
@@ -57,24 +57,24 @@ def test_nm_ticket_end_to_end_and_resume(tmp_path, monkeypatch):
     assert calls[:2] == ["1", "2"]  # dense training split at the rewind point
     # resume: every stage is on disk, so nothing trains again and the answer is the same
     log.write_text("")
-    again = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=3, rewind_epoch=1), out, progress=lambda s: None)
+    again = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=3, rewind_epoch=1), out, progress=lambda _s: None)
     assert log.read_text() == "" and again["ticket_accuracy"] == report["ticket_accuracy"]
 
 
 def test_deterministic_with_seed(tmp_path):
     config = TicketConfig(pattern=parse_pattern("2:4"), epochs=2, controls=False, seed=3)
-    run_lottery(RECIPE, config, tmp_path / "a", progress=lambda s: None)
-    run_lottery(RECIPE, config, tmp_path / "b", progress=lambda s: None)
+    run_lottery(RECIPE, config, tmp_path / "a", progress=lambda _s: None)
+    run_lottery(RECIPE, config, tmp_path / "b", progress=lambda _s: None)
     a, b = np.load(tmp_path / "a" / "masks.npz"), np.load(tmp_path / "b" / "masks.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
 def test_unstructured_and_finetune_modes(tmp_path):
-    report = run_lottery(RECIPE, TicketConfig(sparsity=0.5, epochs=2, controls=False), tmp_path / "u", progress=lambda s: None)
+    report = run_lottery(RECIPE, TicketConfig(sparsity=0.5, epochs=2, controls=False), tmp_path / "u", progress=lambda _s: None)
     assert len(report["rounds"]) == 4 and report["ticket_density"] == pytest.approx(0.5, abs=0.01)
     assert "non_compliant_targets" not in report["onnx"]
     finetune = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=2, mode="finetune"), tmp_path / "f",
-                           progress=lambda s: None)
+                           progress=lambda _s: None)
     assert len(finetune["rounds"]) == 1 and list(finetune["controls"]) == ["random_reinit"]
 
 
@@ -109,7 +109,7 @@ def test_cli_lottery(tmp_path):
 
 def test_pattern_no_layer_can_take(tmp_path):
     with pytest.raises(UsageError, match="no layer can take 3:5"):
-        run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("3:5"), epochs=1), tmp_path / "x", progress=lambda s: None)
+        run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("3:5"), epochs=1), tmp_path / "x", progress=lambda _s: None)
     report = run_lottery(RECIPE, TicketConfig(pattern=parse_pattern("2:4"), epochs=1, controls=False, exclude=[r"^2\."]),
-                         tmp_path / "y", progress=lambda s: None)
+                         tmp_path / "y", progress=lambda _s: None)
     assert report["dense_layers"] == {"2.weight": "excluded by --exclude"}

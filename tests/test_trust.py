@@ -220,7 +220,7 @@ def test_drift_budget_counts_nan_as_infinite_drift():
 
 # ----------------------------------------------------------------------- the report's input
 
-def test_a_report_never_names_a_deleted_temporary_model(tmp_path, capsys):
+def test_a_report_never_names_a_deleted_temporary_model(tmp_path):
     import sparsify
 
     model = onnx.load(str(mlp(tmp_path)))

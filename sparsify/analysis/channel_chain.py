@@ -35,8 +35,8 @@ class ChannelChain:
     channel_constants: list[tuple[str, TensorProto]] = field(default_factory=list)  # permute along -1
 
 
-def _constant_role(index: GraphIndex, name: str, channels: int, region: set[int]):
-    """'scalar', ('vector', tensor) for a per-channel constant only the region reads, or None."""
+def _constant_role(index: GraphIndex, name: str, channels: int):
+    """'scalar', ('vector', tensor) for a scalar or per-channel constant, or None."""
     found = index.constant_tensor(name)
     if found is None:
         return None
@@ -70,6 +70,88 @@ def _producer_weight(index: GraphIndex, node: onnx.NodeProto):
     return name, found[0], out_axis, bias
 
 
+def _consumer_skip(consumer: Target) -> Skip | None:
+    node, src = consumer.node, consumer.source
+    if node is None or node.op_type not in ("MatMul", "Gemm") or consumer.input_index != 1:
+        return Skip("permutation: only MatMul/Gemm layers whose weight is the right operand")
+    if node.op_type == "Gemm" and int_attr(node, "transA", 0, 0, 1):
+        return Skip("permutation: Gemm with transA")
+    if src is None or src.quant is not None or len(src.tensor.dims) != 2:
+        return Skip("permutation: only 2-D float weights")
+    return None
+
+
+@dataclass
+class _Region:
+    """The channel-wise nodes between the producing layer(s) and the consumer."""
+
+    nodes: dict[int, onnx.NodeProto] = field(default_factory=dict)  # by graph ordinal
+    producers: dict[int, onnx.NodeProto] = field(default_factory=dict)
+    constants: dict[str, TensorProto] = field(default_factory=dict)
+    tensors: set[str] = field(default_factory=set)
+
+
+def _walk_region(index: GraphIndex, start: str, channels: int) -> _Region | Skip:
+    """Walk back from the consumer's activation through channel-wise ops to MatMul/Gemm producers."""
+    region, frontier = _Region(), [start]
+    while frontier:
+        tensor = frontier.pop()
+        if tensor in region.tensors:
+            continue
+        region.tensors.add(tensor)
+        if len(region.tensors) > 256:
+            return Skip("permutation: region too large")
+        producer = index.producers.get(tensor)
+        if producer is None or not is_default_domain(producer):
+            return Skip("permutation: the activation does not come from a MatMul/Gemm")
+        if producer.op_type in ("MatMul", "Gemm"):
+            region.producers[index.ordinal(producer)] = producer
+            continue
+        if producer.op_type not in _UNARY and producer.op_type not in _BINARY:
+            return Skip(f"permutation: {producer.op_type} between the layers is not channel-wise")
+        region.nodes[index.ordinal(producer)] = producer
+        inputs = [i for i in producer.input if i]
+        for name in inputs[1:] if producer.op_type in _UNARY else inputs:
+            if not index.is_constant(name):
+                frontier.append(name)
+                continue
+            role = _constant_role(index, name, channels)
+            if role is None:
+                return Skip(f"permutation: {producer.op_type} has a constant that is not per-channel")
+            if role != "scalar":
+                region.constants[name] = role[1]
+        if producer.op_type in _UNARY:
+            frontier.append(inputs[0])
+    return region
+
+
+def _closed(index: GraphIndex, region: _Region, consumer: onnx.NodeProto) -> Skip | None:
+    """Nothing outside the region (and the consumer) may read what it computes or its constants."""
+    allowed = set(region.nodes) | {index.ordinal(consumer)}
+
+    def read_outside(name: str) -> bool:
+        return name in index.graph_outputs or any(index.ordinal(user) not in allowed
+                                                  for user, _ in index.consumers.get(name, []))
+
+    if any(read_outside(tensor) for tensor in region.tensors):
+        return Skip("permutation: an intermediate tensor has other users")
+    if any(read_outside(name) for name in region.constants):
+        return Skip("permutation: a per-channel constant is shared with other layers")
+    return None
+
+
+def _producer_bias(index: GraphIndex, bias: str, channels: int, constants: dict[str, TensorProto]) -> Skip | None:
+    """Gemm's own bias C (nn.Linear's bias) is permuted with the output channels."""
+    role = _constant_role(index, bias, channels) if index.is_constant(bias) else None
+    if role is None:
+        return Skip("permutation: the producing Gemm's bias is not a per-channel constant")
+    if bias in index.graph_outputs or len(index.consumers.get(bias, [])) != 1:
+        return Skip("permutation: the producing Gemm's bias is shared with other layers")
+    if role != "scalar":
+        constants[bias] = role[1]
+    return None
+
+
 def find_chain(index: GraphIndex, consumer: Target) -> ChannelChain | Skip:
     """The permutable region feeding ``consumer``'s activation, or why there is none.
 
@@ -77,69 +159,26 @@ def find_chain(index: GraphIndex, consumer: Target) -> ChannelChain | Skip:
     channel-wise (unary, or binary over region tensors and scalar / per-channel constants),
     and nothing outside the region may read a tensor it computes.
     """
-    node = consumer.node
-    if node is None or node.op_type not in ("MatMul", "Gemm") or consumer.input_index != 1:
-        return Skip("permutation: only MatMul/Gemm layers whose weight is the right operand")
-    if node.op_type == "Gemm" and int_attr(node, "transA", 0, 0, 1):
-        return Skip("permutation: Gemm with transA")
-    src = consumer.source
-    if src is None or src.quant is not None or len(src.tensor.dims) != 2:
-        return Skip("permutation: only 2-D float weights")
-    channels = consumer.reduction_length
-    region: dict[int, onnx.NodeProto] = {}
-    constants: dict[str, TensorProto] = {}
-    producers: dict[int, onnx.NodeProto] = {}
-    frontier, seen = [node.input[0]], set()
-    while frontier:
-        tensor = frontier.pop()
-        if tensor in seen:
-            continue
-        seen.add(tensor)
-        if len(seen) > 256:
-            return Skip("permutation: region too large")
-        producer = index.producers.get(tensor)
-        if producer is None or not is_default_domain(producer):
-            return Skip("permutation: the activation does not come from a MatMul/Gemm")
-        if producer.op_type in ("MatMul", "Gemm"):
-            producers[index.ordinal(producer)] = producer
-            continue
-        if producer.op_type not in _UNARY and producer.op_type not in _BINARY:
-            return Skip(f"permutation: {producer.op_type} between the layers is not channel-wise")
-        region[index.ordinal(producer)] = producer
-        inputs = [i for i in producer.input if i]
-        for name in inputs[1:] if producer.op_type in _UNARY else inputs:
-            if index.is_constant(name):
-                role = _constant_role(index, name, channels, set(region))
-                if role is None:
-                    return Skip(f"permutation: {producer.op_type} has a constant that is not per-channel")
-                if role != "scalar":
-                    constants[name] = role[1]
-            else:
-                frontier.append(name)
-        if producer.op_type in _UNARY:
-            frontier.append(inputs[0])
-    if len(producers) != 1:
+    refused = _consumer_skip(consumer)
+    if refused is not None:
+        return refused
+    node, channels = consumer.op_node(), consumer.reduction_length
+    region = _walk_region(index, node.input[0], channels)
+    if isinstance(region, Skip):
+        return region
+    if len(region.producers) != 1:
         return Skip("permutation: the activation mixes several producing layers")
-    producer = next(iter(producers.values()))
-    allowed = set(region) | {index.ordinal(node)}
-    for tensor in list(seen):
-        if tensor in index.graph_outputs or any(index.ordinal(user) not in allowed for user, _ in index.consumers.get(tensor, [])):
-            return Skip("permutation: an intermediate tensor has other users")
-    for name in constants:
-        if name in index.graph_outputs or any(index.ordinal(user) not in allowed for user, _ in index.consumers.get(name, [])):
-            return Skip("permutation: a per-channel constant is shared with other layers")
+    producer = next(iter(region.producers.values()))
+    refused = _closed(index, region, node)
+    if refused is not None:
+        return refused
     weight = _producer_weight(index, producer)
     if isinstance(weight, Skip):
         return weight
     name, stored, axis, bias = weight
-    if bias:  # Gemm's own bias C (nn.Linear's bias) is permuted with the output channels
-        role = _constant_role(index, bias, channels, {index.ordinal(producer)}) if index.is_constant(bias) else None
-        if role is None:
-            return Skip("permutation: the producing Gemm's bias is not a per-channel constant")
-        if bias in index.graph_outputs or len(index.consumers.get(bias, [])) != 1:
-            return Skip("permutation: the producing Gemm's bias is shared with other layers")
-        if role != "scalar":
-            constants[bias] = role[1]
+    constants = dict(region.constants)
+    if bias and (refused := _producer_bias(index, bias, channels, constants)) is not None:
+        return refused
     if int(stored.dims[axis]) != channels:
         return Skip("permutation: producer width does not match")
     return ChannelChain(producer, name, stored, axis, sorted(constants.items()))

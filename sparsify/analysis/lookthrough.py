@@ -95,10 +95,27 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | Skip:
         op_axis = 0  # a 1-D MatMul operand is reduced along its only axis
     if not -rank <= op_axis < rank:
         return Skip(f"reduction axis {op_axis} does not exist on a rank-{rank} weight")
-    axis = op_axis % rank
+    walked = _to_storage(index, steps, op_axis % rank, rank)
+    if isinstance(walked, Skip):
+        return walked
+    axis, quant = walked
+    shape = [int(d) for d in tensor.dims]
+    if quant is not None:
+        _check_quant_shapes(quant, shape)
+    op_shape = shape
+    for step in reversed(steps):
+        if step.op_type == "Transpose":
+            op_shape = [op_shape[p] for p in _perm(step, rank)]
+    return WeightSource(name, tensor, kind, steps, quant, axis, tuple(op_shape))
+
+
+def _to_storage(index: GraphIndex, steps: list[onnx.NodeProto], axis: int,
+                rank: int) -> tuple[int, QuantParams | None] | Skip:
+    """Follow the steps from the op side to the stored tensor: the reduction axis on the stored
+    tensor, and the DequantizeLinear that applies to it (its axis also moved to storage)."""
     quant: QuantParams | None = None
     dq_axis: int | None = None
-    for step in steps:  # op side -> storage side
+    for step in steps:
         if step.op_type == "Transpose":
             perm = _perm(step, rank)
             if sorted(perm) != list(range(rank)):
@@ -115,14 +132,7 @@ def _finish(index, name, found, steps, op_axis) -> WeightSource | Skip:
             quant, dq_axis = None, None  # the stored tensor is not what that DQ dequantizes
     if quant is not None and dq_axis is not None:
         quant.axis = dq_axis
-    shape = [int(d) for d in tensor.dims]
-    if quant is not None:
-        _check_quant_shapes(quant, shape)
-    op_shape = shape
-    for step in reversed(steps):
-        if step.op_type == "Transpose":
-            op_shape = [op_shape[p] for p in _perm(step, rank)]
-    return WeightSource(name, tensor, kind, steps, quant, axis, tuple(op_shape))
+    return axis, quant
 
 
 def _quant_params(index: GraphIndex, node: onnx.NodeProto, rank: int) -> QuantParams | Skip:

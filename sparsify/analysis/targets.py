@@ -143,8 +143,8 @@ def _shape_facts(node: onnx.NodeProto, input_index: int, op_axis: int, src: Weig
     return facts
 
 
-def _eligibility(index: GraphIndex, node, target: Target, src: WeightSource, pattern: NMPattern) -> str:
-    """The reason a resolved weight cannot be pruned, or ""."""
+def _dtype_refusal(index: GraphIndex, src: WeightSource) -> str:
+    """The reason a resolved weight's storage or dtype rules it out, or ""."""
     tensor = src.tensor
     if src.kind == "initializer" and index.overridable(src.name):
         return "initializer is also a graph input, so it can be replaced at run time"
@@ -157,6 +157,14 @@ def _eligibility(index: GraphIndex, node, target: Target, src: WeightSource, pat
         return f"{dtype_name(tensor.data_type)} weight is not dequantized by a DequantizeLinear"
     elif tensor.data_type not in FLOAT_TYPES:
         return f"weight dtype {dtype_name(tensor.data_type)} is not supported (float32/float16/bfloat16, or int8/uint8 behind DequantizeLinear)"
+    return ""
+
+
+def _eligibility(index: GraphIndex, node, target: Target, src: WeightSource, pattern: NMPattern) -> str:
+    """The reason a resolved weight cannot be pruned, or ""."""
+    refused = _dtype_refusal(index, src)
+    if refused:
+        return refused
     if math.prod(src.op_shape) == 0:
         return "empty weight"
     if node.op_type == "Conv":

@@ -89,8 +89,8 @@ def drift_loss(dense_session: ort.InferenceSession, data: EvalData) -> Callable[
 
     def loss(session: ort.InferenceSession) -> float:
         worst = 0.0
-        for feed, dense_out in zip(data.feeds, reference):
-            for d, s in zip(dense_out, session.run(None, feed)):
+        for feed, dense_out in zip(data.feeds, reference, strict=True):
+            for d, s in zip(dense_out, session.run(None, feed), strict=True):
                 worst = max(worst, metrics("", np.asarray(d), np.asarray(s)).rel_l2_error)
         return worst
 

@@ -54,8 +54,8 @@ def collect_stats(model: InMemoryModel, targets: list[Target], feeds: list[dict[
     stats: dict[str, ActivationStats] = {}
     axes = dict(wanted)
     for feed in feeds:
-        values = dict(zip(outputs, session.run(outputs, feed)))
-        dense_values = dict(zip(names, dense_session.run(names, feed))) if dense_session is not None else {}
+        values = dict(zip(outputs, session.run(outputs, feed), strict=True))
+        dense_values = dict(zip(names, dense_session.run(names, feed), strict=True)) if dense_session is not None else {}
         for name in names:
             rows = _rows(values[name], axes[name])
             entry = stats.get(name)

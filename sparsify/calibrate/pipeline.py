@@ -86,78 +86,98 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
     """Prune the active targets with ``options.method``; calibrated methods run sequentially
     (as in SparseGPT): each stage's activations are measured on the model whose earlier
     layers are already pruned, so later layers compensate for earlier error."""
-    memory = InMemoryModel(loaded.path)
-    dense = InMemoryModel(loaded.path) if options.method == "sparsegpt" else None
-    groups = group_by_weight(targets)
-    feeds: list = []
-    if options.method in NEEDS_CALIBRATION:
-        session = memory.session()
-        feeds = [feed for path in options.calibration for feed in load_feeds(path, session)]
-    index = GraphIndex(loaded.skeleton)
-    bias_updates: dict[str, tuple] = {}
-    overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
-    extra_writes: dict[str, TensorProto] = {}
-
-    def read(name, tensor):
-        return overrides[name] if name in overrides else np.array(loaded.read_bits(tensor))
-
-    if options.permute:
-        permute_channels(index, groups, read, [m for m in (memory, dense) if m is not None], pattern, overrides,
-                         extra_writes)
-    results: dict[str, PruneResult] = {}
-    dense_session = None
-    if dense is not None and feeds:  # the dense reference never changes: one session for every stage
-        wanted = sorted({activation_input(rows[0].target)[0] for rows in groups
-                         if needs_hessian(options.method, rows[0].target.op_node())})
-        dense_session = dense.session(extra_outputs=wanted, only=True) if wanted else None
-    for stage in _stages(groups, index) if feeds else [groups]:
-        stats = {}
-        if feeds:
-            hessian_for = {activation_input(rows[0].target)[0] for rows in stage
-                           if needs_hessian(options.method, rows[0].target.op_node())}
-            stats = collect_stats(memory, [rows[0].target for rows in stage], feeds, hessian_for, reference=dense_session)
-        for rows in stage:
-            src = rows[0].target.weight_source()
-            if progress:
-                progress(len(results) + 1, len(groups), src.name)
-            bits = read(src.name, src.tensor)
-            activation = stats.get(activation_input(rows[0].target)[0]) if stats else None
-            result, note = prune_with_method(options.method, bits, src, rows[0].target.op_node(), pattern, loaded.read_bits,
-                                             activation)
-            results[src.name] = result
-            if result.new_bits is not None and feeds:
-                memory.set_bits(src.name, result.new_bits)
-                if options.bias_correction and activation is not None and len(rows) == 1:
-                    _correct_bias(index, rows[0], bits, result, activation, read, memory, bias_updates)
-            for row in rows:
-                row.outcome.method = options.method if not note else "magnitude"
-                if note:
-                    row.outcome.notes.append(note)
-                    row.outcome.method_fallback = note
-    budget = _apply_budget(memory, options, results, bias_updates) if options.budget else None
-    written: set[str] = set()
-    for rows in groups:
-        name = rows[0].target.weight
-        result = results[name]
-        if budget is not None and name in budget.kept_dense:
-            for row in rows:
-                row.outcome.skip(f"kept dense for the {budget.kind.replace('_', ' ')} budget "
-                         f"(sensitivity {budget.sensitivity[name]:.4g})")
-                row.outcome.sensitivity = budget.sensitivity[name]
-            continue
-        if result.new_bits is not None:
-            writer.replace(rows[0].target.weight_source().tensor, result.new_bits)
-            written.add(name)
-            if name in bias_updates:
-                writer.replace(bias_updates[name][1], bias_updates[name][2])
-                written.add(bias_updates[name][0])
-        zeroed[name] = result.zeroed
-        for row in rows:
-            row.outcome.status = Status.PRUNED if result.new_bits is not None else Status.ALREADY_NM
-            row.outcome.density_before, row.outcome.density_after = result.density_before, result.density_after
-            if budget is not None:
-                row.outcome.sensitivity = budget.sensitivity.get(name)
-    for name, tensor in extra_writes.items():  # permuted tensors that were not rewritten above
-        if name not in written:
-            writer.replace(tensor, overrides[name])
+    run = _DataAwarePass(loaded, group_by_weight(targets), pattern, options)
+    run.prune(progress)
+    budget = _apply_budget(run.memory, options, run.results, run.bias_updates) if options.budget else None
+    run.write(writer, budget, zeroed)
     return budget
+
+
+class _DataAwarePass:
+    """One data-aware run: the in-memory model(s), calibration feeds, and what each weight became."""
+
+    def __init__(self, loaded: LoadedModel, groups: list[list[LayerRow]], pattern: NMPattern,
+                 options: DataAwareOptions):
+        self.loaded, self.groups, self.pattern, self.options = loaded, groups, pattern, options
+        self.memory = InMemoryModel(loaded.path)
+        self.dense = InMemoryModel(loaded.path) if options.method == "sparsegpt" else None
+        self.feeds: list = []
+        if options.method in NEEDS_CALIBRATION:
+            session = self.memory.session()
+            self.feeds = [feed for source in options.calibration for feed in load_feeds(source, session)]
+        self.index = GraphIndex(loaded.skeleton)
+        self.bias_updates: dict[str, tuple] = {}
+        self.overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
+        self.extra_writes: dict[str, TensorProto] = {}
+        self.results: dict[str, PruneResult] = {}
+
+    def read(self, name: str, tensor: TensorProto) -> np.ndarray:
+        return self.overrides[name] if name in self.overrides else np.array(self.loaded.read_bits(tensor))
+
+    def _hessian_inputs(self, groups: list[list[LayerRow]]) -> set[str]:
+        return {activation_input(rows[0].target)[0] for rows in groups
+                if needs_hessian(self.options.method, rows[0].target.op_node())}
+
+    def prune(self, progress) -> None:
+        if self.options.permute:
+            models = [m for m in (self.memory, self.dense) if m is not None]
+            permute_channels(self.index, self.groups, self.read, models, self.pattern, self.overrides,
+                             self.extra_writes)
+        dense_session = None
+        if self.dense is not None and self.feeds:  # the dense reference never changes: one session for all stages
+            wanted = sorted(self._hessian_inputs(self.groups))
+            dense_session = self.dense.session(extra_outputs=wanted, only=True) if wanted else None
+        for stage in _stages(self.groups, self.index) if self.feeds else [self.groups]:
+            stats = {}
+            if self.feeds:
+                stats = collect_stats(self.memory, [rows[0].target for rows in stage], self.feeds,
+                                      self._hessian_inputs(stage), reference=dense_session)
+            for rows in stage:
+                self._prune_weight(rows, stats, progress)
+
+    def _prune_weight(self, rows: list[LayerRow], stats: dict, progress) -> None:
+        src = rows[0].target.weight_source()
+        if progress:
+            progress(len(self.results) + 1, len(self.groups), src.name)
+        bits = self.read(src.name, src.tensor)
+        activation = stats.get(activation_input(rows[0].target)[0]) if stats else None
+        result, note = prune_with_method(self.options.method, bits, src, rows[0].target.op_node(), self.pattern,
+                                         self.loaded.read_bits, activation)
+        self.results[src.name] = result
+        if result.new_bits is not None and self.feeds:
+            self.memory.set_bits(src.name, result.new_bits)
+            if self.options.bias_correction and activation is not None and len(rows) == 1:
+                _correct_bias(self.index, rows[0], bits, result, activation, self.read, self.memory, self.bias_updates)
+        for row in rows:
+            row.outcome.method = self.options.method if not note else "magnitude"
+            if note:
+                row.outcome.notes.append(note)
+                row.outcome.method_fallback = note
+
+    def write(self, writer: ModelWriter, budget: BudgetResult | None, zeroed: dict[str, int]) -> None:
+        """Every pruned weight (and corrected bias, permuted tensor) into the writer; rows updated."""
+        written: set[str] = set()
+        for rows in self.groups:
+            name = rows[0].target.weight
+            result = self.results[name]
+            if budget is not None and name in budget.kept_dense:
+                for row in rows:
+                    row.outcome.skip(f"kept dense for the {budget.kind.replace('_', ' ')} budget "
+                                     f"(sensitivity {budget.sensitivity[name]:.4g})")
+                    row.outcome.sensitivity = budget.sensitivity[name]
+                continue
+            if result.new_bits is not None:
+                writer.replace(rows[0].target.weight_source().tensor, result.new_bits)
+                written.add(name)
+                if name in self.bias_updates:
+                    writer.replace(self.bias_updates[name][1], self.bias_updates[name][2])
+                    written.add(self.bias_updates[name][0])
+            zeroed[name] = result.zeroed
+            for row in rows:
+                row.outcome.status = Status.PRUNED if result.new_bits is not None else Status.ALREADY_NM
+                row.outcome.density_before, row.outcome.density_after = result.density_before, result.density_after
+                if budget is not None:
+                    row.outcome.sensitivity = budget.sensitivity.get(name)
+        for name, tensor in self.extra_writes.items():  # permuted tensors that were not rewritten above
+            if name not in written:
+                writer.replace(tensor, self.overrides[name])

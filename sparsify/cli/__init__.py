@@ -82,7 +82,7 @@ def _command_help(word: str) -> str:
 def _stub(sub, word: str, help_text: str) -> None:
     stub = sub.add_parser(word, help=help_text, add_help=False)
     stub.add_argument("rest", nargs=argparse.REMAINDER)
-    stub.set_defaults(run=lambda args: _missing_plugin(word))
+    stub.set_defaults(run=lambda _args: _missing_plugin(word))
 
 
 def _missing_plugin(word: str, reason: str = "") -> int:
@@ -118,7 +118,7 @@ def _register_plugin(sub, word: str) -> str | None:
     return None
 
 
-def _list_plugins(args) -> int:
+def _list_plugins(_args) -> int:
     from sparsify.plugins import discover
 
     try:
@@ -140,7 +140,7 @@ def _is_plugin_command(word: str) -> bool:
     return word in _plugin_commands()
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(_signum, _frame):
     raise Terminated()
 
 

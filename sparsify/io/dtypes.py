@@ -40,7 +40,7 @@ def abs_mask(storage: np.dtype) -> np.unsignedinteger:
     return _ABS_MASK[np.dtype(storage)]
 
 
-def magnitude_key(bits: np.ndarray, data_type: int) -> np.ndarray:
+def magnitude_key(bits: np.ndarray) -> np.ndarray:
     """An array that orders like |value| for float bit patterns (NaN largest)."""
     return bits & _ABS_MASK[bits.dtype]
 

@@ -137,13 +137,19 @@ def _embedded_reference(offset: int, length: int) -> bytes:
     )
 
 
-def _strip(buf, start: int, end: int, kind: int, depth: int) -> bytes:
-    if depth > _MAX_DEPTH:
-        raise WireError(f"messages nested deeper than {_MAX_DEPTH} levels")
-    out = bytearray()
-    children = _CHILDREN[kind]
-    raw_span: tuple[int, int] | None = None
-    external = False
+def _skip_scalar(buf, pos: int, end: int, wire: int) -> int:
+    """The position after a varint (0), fixed64 (1) or fixed32 (5) field's value."""
+    if wire == 0:
+        return _varint(buf, pos, end)[1]
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    raise WireError(f"unsupported wire type {wire}")
+
+
+def _fields(buf, start: int, end: int):
+    """(field start, tag end, field number, payload start or None, field end) per field."""
     pos = start
     while pos < end:
         field_start = pos
@@ -152,34 +158,40 @@ def _strip(buf, start: int, end: int, kind: int, depth: int) -> bytes:
         field, wire = tag >> 3, tag & 7
         if field == 0:
             raise WireError("field number 0")
-        if wire == 0:
-            _, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
+        payload = None
+        if wire != 2:
+            pos = _skip_scalar(buf, pos, end, wire)
+        else:
             length, payload = _varint(buf, pos, end)
             pos = payload + length
             if pos > end:
                 raise WireError("length-delimited field runs past the end of its message")
-            child = children.get(field)
-            if child is not None:
-                body = _strip(buf, payload, pos, child, depth + 1)
-                out += buf[field_start:tag_end]
-                out += _encode_varint(len(body)) + body
-                continue
-            if kind == _TENSOR and field == _RAW_DATA:
-                raw_span = (payload, length)
-                continue
-            if kind == _TENSOR and field == _EXTERNAL_DATA:
-                external = True
-                if _SENTINEL in bytes(buf[payload:pos]):
-                    raise WireError("a tensor's external data names a location reserved for sparsify's own use")
-        else:
-            raise WireError(f"unsupported wire type {wire}")
         if pos > end:
             raise WireError("field runs past the end of its message")
+        yield field_start, tag_end, field, payload, pos
+
+
+def _strip(buf, start: int, end: int, kind: int, depth: int) -> bytes:
+    if depth > _MAX_DEPTH:
+        raise WireError(f"messages nested deeper than {_MAX_DEPTH} levels")
+    out = bytearray()
+    children = _CHILDREN[kind]
+    raw_span: tuple[int, int] | None = None
+    external = False
+    for field_start, tag_end, field, payload, pos in _fields(buf, start, end):
+        child = children.get(field) if payload is not None else None
+        if child is not None and payload is not None:
+            body = _strip(buf, payload, pos, child, depth + 1)
+            out += buf[field_start:tag_end]
+            out += _encode_varint(len(body)) + body
+            continue
+        if kind == _TENSOR and payload is not None and field == _RAW_DATA:
+            raw_span = (payload, pos - payload)
+            continue
+        if kind == _TENSOR and payload is not None and field == _EXTERNAL_DATA:
+            external = True
+            if _SENTINEL in bytes(buf[payload:pos]):
+                raise WireError("a tensor's external data names a location reserved for sparsify's own use")
         out += buf[field_start:pos]
     if raw_span is not None:
         if external:

@@ -93,7 +93,7 @@ def _signals_held() -> Iterator[None]:
         return
     received: list[int] = []
 
-    def defer(signum, frame) -> None:
+    def defer(signum, _frame) -> None:
         received.append(signum)
 
     held: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
@@ -122,10 +122,8 @@ def folder_locks(folders: list[Path]) -> Iterator[None]:
             except OSError:
                 continue  # cannot open the folder for locking: the renames below report real problems
             fds.append(fd)
-            try:
+            with contextlib.suppress(OSError):  # a file system without flock (some network mounts): unserialised
                 fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:  # a file system without flock (some network mounts): publish unserialised
-                pass
         yield
     finally:
         for fd in reversed(fds):

@@ -8,7 +8,7 @@ __all__ = ["MaskEnforcer"]
 
 
 def _rezero(weight, keep):
-    def hook(module, args):
+    def hook(_module, _args):
         weight.data.mul_(keep)
 
     return hook

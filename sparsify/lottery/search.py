@@ -152,40 +152,9 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
         if len(dense_layers) == len(weights):
             raise UsageError(f"no layer can take {config.pattern}: " + "; ".join(f"{n}: {r}" for n, r in dense_layers.items()))
     ones = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
-
-    if (dense := stages.done("dense")) is None:
-        progress(f"dense: training {config.epochs} epochs (rewind point: epoch {config.rewind_epoch})")
-        seed_everything(config.seed)
-        if config.rewind_epoch:
-            train_call(recipe, config.rewind_epoch, progress, "dense")
-        rewind_state = copy.deepcopy(model.state_dict())
-        seed_everything(config.seed + 1)
-        train_call(recipe, config.epochs - config.rewind_epoch, progress, "dense")
-        dense = {"accuracy": float(recipe.evaluate(model))}
-        torch.save(rewind_state, out / "rewind_state.pt")
-        stages.save("dense", model, ones, dense)
-    stages.load("dense", model)
-    rewind_state = torch.load(out / "rewind_state.pt", weights_only=True)
+    dense, rewind_state = _dense_stage(recipe, config, stages, ones, out, progress)
     trained_dense = copy.deepcopy(model.state_dict())
-    progress(f"dense accuracy {dense['accuracy']:.4f}")
-
-    rounds, masks = [], ones
-    steps = schedule(config) if config.mode == "imp" else [config.pattern or config.sparsity]
-    for r, step in enumerate(steps):
-        stage = f"round_{r + 1}"
-        if (result := stages.done(stage)) is not None:
-            masks = stages.load(stage, model)
-        else:
-            masks = _masks_for(step, prunable_weights(model, config.exclude), masks)
-            if config.mode == "imp":
-                model.load_state_dict(rewind_state)  # rewind the survivors
-            target = f"{step:.4g} sparsity" if isinstance(step, float) else str(step)
-            progress(f"{stage}: pruning to {target}, training {config.epochs} epochs")
-            accuracy = _train_with(recipe, masks, config.epochs, config.seed + 10 + r, progress, stage)
-            result = {"target": f"{step:.4g}" if isinstance(step, float) else str(step), "density": _density(masks), "accuracy": accuracy}
-            stages.save(stage, model, masks, result)
-        rounds.append(result)
-        progress(f"{stage}: {result['target']} density {result['density']:.3f} accuracy {result['accuracy']:.4f}")
+    rounds, masks = _rounds(recipe, config, stages, ones, rewind_state, progress)
     ticket_state = copy.deepcopy(model.state_dict())
 
     controls = {}
@@ -202,6 +171,52 @@ def find_ticket(recipe, config: TicketConfig, out: Path, progress=print) -> dict
     write_npz(out / "masks.npz", {k: v.numpy() for k, v in masks.items()})
     (out / "report.json").write_text(json.dumps(report, indent=2))
     return {"report": report, "masks": masks}
+
+
+def _dense_stage(recipe, config: TicketConfig, stages: _Stages, ones: dict, out: Path, progress) -> tuple[dict, dict]:
+    """Train the dense model (or resume it): its result and the rewind point's state."""
+    import torch  # noqa: TID251
+
+    model = recipe.model
+    if (dense := stages.done("dense")) is None:
+        progress(f"dense: training {config.epochs} epochs (rewind point: epoch {config.rewind_epoch})")
+        seed_everything(config.seed)
+        if config.rewind_epoch:
+            train_call(recipe, config.rewind_epoch, progress, "dense")
+        rewind_state = copy.deepcopy(model.state_dict())
+        seed_everything(config.seed + 1)
+        train_call(recipe, config.epochs - config.rewind_epoch, progress, "dense")
+        dense = {"accuracy": float(recipe.evaluate(model))}
+        torch.save(rewind_state, out / "rewind_state.pt")
+        stages.save("dense", model, ones, dense)
+    stages.load("dense", model)
+    progress(f"dense accuracy {dense['accuracy']:.4f}")
+    return dense, torch.load(out / "rewind_state.pt", weights_only=True)
+
+
+def _rounds(recipe, config: TicketConfig, stages: _Stages, ones: dict, rewind_state: dict,
+            progress) -> tuple[list[dict], dict]:
+    """The pruning rounds (each resumable): their results and the final masks."""
+    model = recipe.model
+    rounds, masks = [], ones
+    steps = schedule(config) if config.mode == "imp" else [config.pattern or config.sparsity]
+    for r, step in enumerate(steps):
+        stage = f"round_{r + 1}"
+        if (result := stages.done(stage)) is not None:
+            masks = stages.load(stage, model)
+        else:
+            masks = _masks_for(step, prunable_weights(model, config.exclude), masks)
+            if config.mode == "imp":
+                model.load_state_dict(rewind_state)  # rewind the survivors
+            target = f"{step:.4g} sparsity" if isinstance(step, float) else str(step)
+            progress(f"{stage}: pruning to {target}, training {config.epochs} epochs")
+            accuracy = _train_with(recipe, masks, config.epochs, config.seed + 10 + r, progress, stage)
+            result = {"target": f"{step:.4g}" if isinstance(step, float) else str(step), "density": _density(masks),
+                      "accuracy": accuracy}
+            stages.save(stage, model, masks, result)
+        rounds.append(result)
+        progress(f"{stage}: {result['target']} density {result['density']:.3f} accuracy {result['accuracy']:.4f}")
+    return rounds, masks
 
 
 def _excluded(model, config) -> list[str]:

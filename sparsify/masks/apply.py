@@ -51,7 +51,7 @@ def quant_zero(src: WeightSource, read_bits: ReadBits, rank: int) -> np.ndarray:
 
 def nonzero_mask(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np.ndarray:
     if src.tensor.data_type in FLOAT_TYPES:
-        return magnitude_key(bits, src.tensor.data_type) != 0
+        return magnitude_key(bits) != 0
     return bits != quant_zero(src, read_bits, bits.ndim)
 
 
@@ -65,7 +65,7 @@ def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits
         scale = _per_axis(feature_scale.astype(np.float32), bits.ndim, src.axis)
         return np.nan_to_num(magnitude * scale, nan=np.inf), nonzero
     if src.tensor.data_type in FLOAT_TYPES:
-        key = magnitude_key(bits, src.tensor.data_type)  # one pass serves both
+        key = magnitude_key(bits)  # one pass serves both
         return key, key != 0
     zero = quant_zero(src, read_bits, bits.ndim)
     centered = np.abs(bits.astype(np.int16) - zero.astype(np.int16)).astype(np.float32)

@@ -88,8 +88,9 @@ def specs_from_session(session: ort.InferenceSession) -> list[InputSpec]:
             for i in session.get_inputs()]
 
 
-def specs_from_graph(graph: onnx.GraphProto, ir_version: int) -> list[InputSpec]:
-    """The graph's run-time inputs (an initializer listed as an input is one only from IR 4)."""
+def specs_from_graph(graph: onnx.GraphProto) -> list[InputSpec]:
+    """The graph's run-time inputs (an initializer listed as an input is never required: before IR 4
+    it is no input at all, from IR 4 feeding it is optional)."""
     initializers = {t.name for t in graph.initializer}
     specs = []
     for value in graph.input:
@@ -135,7 +136,7 @@ def check_arrays_fit(path: str, arrays: dict[str, tuple[tuple[int, ...], np.dtyp
         if stacked and shape[0] == 0:
             raise UsageError(f"{path}: input {spec.name!r} holds no samples (axis 0 has length 0)")
         sample = shape[1:] if stacked else shape
-        for axis, (want_dim, got) in enumerate(zip(spec.shape, sample)):
+        for axis, (want_dim, got) in enumerate(zip(spec.shape, sample, strict=True)):
             if want_dim is not None and want_dim != got:
                 raise UsageError(f"{path}: input {spec.name!r}: axis {axis} has length {got}, the model expects {want_dim}")
         counts.add(shape[0] if stacked else 1)
@@ -169,10 +170,10 @@ def feeds_from_arrays(path: str, arrays: dict[str, np.ndarray],
     return [{spec.name: arrays[spec.name][i] for spec in specs} for i in range(count)]
 
 
-def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto, ir_version: int) -> None:
+def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto) -> None:
     """--input-shape against the graph's inputs, before any work: the name exists, the rank
     matches, and every dimension the model fixes is kept."""
-    specs = {s.name: s for s in specs_from_graph(graph, ir_version)}
+    specs = {s.name: s for s in specs_from_graph(graph)}
     for name, shape in shapes.items():
         spec = specs.get(name)
         if spec is None:
@@ -181,12 +182,12 @@ def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto, ir_
             continue
         if len(shape) != len(spec.shape):
             raise UsageError(f"--input-shape {name}: rank {len(shape)}, the model input has rank {len(spec.shape)}")
-        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+        for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
             if want is not None and want != got:
                 raise UsageError(f"--input-shape {name}: axis {axis} is fixed at {want} in the model, got {got}")
 
 
-def check_npz_inputs(source: ArraySource, graph: onnx.GraphProto, ir_version: int, extra_keys: tuple[str, ...] = ()) -> None:
+def check_npz_inputs(source: ArraySource, graph: onnx.GraphProto, extra_keys: tuple[str, ...] = ()) -> None:
     """Up-front check of model inputs (an npz, from its headers alone, or arrays) against the graph."""
     headers = scan_arrays(source, "inputs")
-    check_arrays_fit(source_name(source, "inputs"), {k: v for k, v in headers.items() if k not in extra_keys}, specs_from_graph(graph, ir_version))
+    check_arrays_fit(source_name(source, "inputs"), {k: v for k, v in headers.items() if k not in extra_keys}, specs_from_graph(graph))

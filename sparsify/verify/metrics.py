@@ -88,10 +88,8 @@ def metrics(name: str, dense: np.ndarray, sparse: np.ndarray) -> OutputParity:
     norm_d, norm_s = float(np.linalg.norm(d)), float(np.linalg.norm(s))
     max_abs = float(np.max(np.abs(diff))) if diff.size else 0.0
     rel = float(np.linalg.norm(diff) / norm_d) if norm_d > 0 else (0.0 if norm_s == 0 else float("inf"))
-    if norm_d > 0 and norm_s > 0:
-        cosine = float(np.dot(d, s) / (norm_d * norm_s))
-    else:
-        cosine = 1.0 if norm_d == norm_s else 0.0
+    nonzero_norms = norm_d > 0 and norm_s > 0
+    cosine = float(np.dot(d, s) / (norm_d * norm_s)) if nonzero_norms else (1.0 if norm_d == norm_s else 0.0)
     if sparse_only + dense_only + differing:
         max_abs = rel = float("inf")
     top1 = None
