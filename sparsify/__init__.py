@@ -3,10 +3,21 @@ and prove with ONNX Runtime that accuracy held."""
 
 __version__ = "0.1.0"
 
+from sparsify.analysis.targets import LayerRow, Outcome, Status, Target  # noqa: E402
 from sparsify.api import check, prune  # noqa: E402
-from sparsify.errors import SparsifyError  # noqa: E402
+from sparsify.errors import (  # noqa: E402
+    GateFailed,
+    InputError,
+    MissingComponent,
+    OutputError,
+    SparsifyError,
+    UsageError,
+)
+from sparsify.options import PruneOptions  # noqa: E402
 from sparsify.pattern import NMPattern, parse_pattern  # noqa: E402
 from sparsify.report import Report  # noqa: E402
 from sparsify.torch_import.prune_module import prune_torch  # noqa: E402  (imports torch lazily)
 
-__all__ = ["NMPattern", "Report", "SparsifyError", "__version__", "check", "parse_pattern", "prune", "prune_torch"]
+__all__ = ["GateFailed", "InputError", "LayerRow", "MissingComponent", "NMPattern", "Outcome", "OutputError",
+           "PruneOptions", "Report", "SparsifyError", "Status", "Target", "UsageError", "__version__", "check",
+           "parse_pattern", "prune", "prune_torch"]

@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import secrets
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +28,8 @@ from pathlib import Path
 
 from sparsify.errors import OutputError
 
-__all__ = ["PUBLISHED", "Publication", "STAGING_SUFFIX", "remove_stale_staging", "stage_path", "umask"]
+__all__ = ["PUBLISHED", "Publication", "STAGING_SUFFIX", "publish_folder", "remove_stale_staging", "stage_folder",
+           "stage_path", "umask", "write_atomically"]
 
 STAGING_SUFFIX = ".sparsify-tmp"
 _STAGING = re.compile(r"^\.(?P<final>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{12})" + re.escape(STAGING_SUFFIX) + "$")
@@ -48,8 +50,7 @@ def _folder(path: Path) -> Path:
 
 def stage_path(final: Path) -> Path:
     """Create an empty staging file beside ``final`` (mode as the umask gives new files)."""
-    name = f".{final.name}.{os.getpid()}.{secrets.token_hex(6)}{STAGING_SUFFIX}"
-    path = _folder(final) / name
+    path = _staging_name(final)
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~umask())
     os.close(fd)
     return path
@@ -76,9 +77,14 @@ def remove_stale_staging(folder: Path) -> list[Path]:
         match = _STAGING.match(name)
         if match is None or _alive(int(match.group("pid"))):
             continue
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():  # a staged folder (publish_folder)
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            continue
         with contextlib.suppress(FileNotFoundError, PermissionError, IsADirectoryError):
-            os.unlink(folder / name)
-            removed.append(folder / name)
+            os.unlink(path)
+            removed.append(path)
     return removed
 
 
@@ -193,3 +199,34 @@ def write_atomically(path: Path, data: bytes | str) -> None:
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     finally:
         publication.discard()
+
+
+def _staging_name(final: Path, tag: str = "") -> Path:
+    return _folder(final) / f".{final.name}{tag}.{os.getpid()}.{secrets.token_hex(6)}{STAGING_SUFFIX}"
+
+
+def stage_folder(final: Path) -> Path:
+    """An empty staging folder beside ``final`` (a folder to publish with :func:`publish_folder`)."""
+    path = _staging_name(final)
+    os.mkdir(path, 0o777)
+    return path
+
+
+def publish_folder(staged: Path, final: Path) -> None:
+    """Put the staged folder in place of ``final`` under the folder lock with interrupts held:
+    a folder already there is moved aside first and removed only once the new one is in place,
+    so ``final`` is always either the old folder or the new one, never half of each."""
+    aside = _staging_name(final, "-old")
+    try:
+        with folder_locks([_folder(final)]), _signals_held():
+            if final.exists():
+                os.replace(final, aside)
+            os.replace(staged, final)
+            PUBLISHED.append(str(final))
+    except OSError as exc:
+        if aside.exists() and not final.exists():
+            os.replace(aside, final)  # put the old folder back
+        raise OutputError(f"cannot publish {final}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(aside, ignore_errors=True)
