@@ -12,6 +12,7 @@ kept stable across internal refactors, and nothing else is.  docs/plugins.md sho
   ``apply_gates`` (the same ``--max-rel-error`` / ``--min-top1-agreement`` gates as ``prune``).
 - Files: ``check_write_paths`` + ``model_reads`` (an output may never be an input),
   ``Publication`` (stage files, publish them all or nothing), ``write_atomically`` (one file),
+  ``stage_folder`` + ``publish_folder`` (a folder output: the old one or the new one, never a mix),
   ``write_report`` (a report dict: JSON-safe, schema-checked when reports are validated, atomic).
 - Output: ``format_table(header, rows)`` (the terminal tables' one format).
 - Recipes: ``load_recipe("module:function")`` for plugins that take a PyTorch model.
@@ -27,7 +28,7 @@ from sparsify.errors import GateFailed, InputError, MissingComponent, OutputErro
 from sparsify.io.jsonsafe import json_safe
 from sparsify.io.model import LoadedModel, open_model
 from sparsify.io.paths import check_write_paths, model_reads
-from sparsify.io.publish import Publication, write_atomically
+from sparsify.io.publish import Publication, publish_folder, stage_folder, write_atomically
 from sparsify.lottery.recipe import load_recipe
 from sparsify.report import validate_report
 from sparsify.table import format_table
@@ -36,7 +37,7 @@ from sparsify.verify.metrics import ParityResult, apply_gates, compare_runs
 __all__ = [
     "GateFailed", "InputError", "LoadedModel", "MissingComponent", "OutputError", "ParityResult", "Publication",
     "SparsifyError", "UsageError", "apply_gates", "check_write_paths", "compare_runs", "format_table", "load_feeds", "load_recipe",
-    "model_reads", "open_model", "parse_input_shapes", "random_feeds", "write_atomically", "write_report",
+    "model_reads", "open_model", "parse_input_shapes", "publish_folder", "random_feeds", "stage_folder", "write_atomically", "write_report",
 ]
 
 

@@ -86,7 +86,7 @@ def parse_shapes(specs: list[str] | None, model: onnx.ModelProto) -> dict[str, t
         declared = [d.dim_value if d.HasField("dim_value") else None for d in inputs[name].type.tensor_type.shape.dim]
         if not len(low) == len(opt) == len(high) == len(declared):
             raise UsageError(f"--shapes {name}: ranks {len(low)}/{len(opt)}/{len(high)}, the model says {len(declared)}")
-        for axis, (fixed, a, b, c) in enumerate(zip(declared, low, opt, high)):
+        for axis, (fixed, a, b, c) in enumerate(zip(declared, low, opt, high, strict=True)):
             if not a <= b <= c:
                 raise UsageError(f"--shapes {name}: axis {axis} needs min <= opt <= max, got {a}, {b}, {c}")
             if fixed is not None and not a == b == c == fixed:

@@ -208,18 +208,7 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
     if dense_result is not None:
         section.update(dense_plan=str(dense_result.plan_path), dense_engine_bytes=dense_result.engine_bytes,
                        engine_size_ratio=result.engine_bytes / dense_result.engine_bytes)
-    parity = None
-    from polygraphy.logger import G_LOGGER
-
-    G_LOGGER.module_severity = G_LOGGER.WARNING  # runner chatter off; the summary below says what matters
-    if not args.no_verify or args.benchmark:
-        session, feeds, inputs_label = _feeds(reference or model_path, args)  # feeds only, with --no-verify
-        if not args.no_verify:
-            parity = _parity(session, output, feeds, inputs_label, args)
-            section["parity"] = parity.to_dict()
-            section["parity_reference"] = str(reference)
-        if args.benchmark:
-            section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
+    parity = _verify_and_time(args, section, reference, model_path, output, dense_result)
     if report is not None and report_path is not None:
         write_report(report_path, merge_build_report(report, section))
     _print_summary(section)
@@ -228,6 +217,24 @@ def run(args: argparse.Namespace, available: bool = True, reason: str = "") -> i
         raise GateFailed(f"parity gate failed: {failed[0].name} {failed[0].value} vs {failed[0].threshold} "
                          f"({failed[0].reason or 'engine vs dense ONNX Runtime'})")
     return 0
+
+
+def _verify_and_time(args: argparse.Namespace, section: dict, reference: Path | None, model_path: Path,
+                     output: Path, dense_result):
+    """Parity of the engine against the dense model and the benchmark, into ``section``."""
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.WARNING  # runner chatter off; the summary says what matters
+    parity = None
+    if not args.no_verify or args.benchmark:
+        session, feeds, inputs_label = _feeds(reference or model_path, args)  # feeds only, with --no-verify
+        if not args.no_verify:
+            parity = _parity(session, output, feeds, inputs_label, args)
+            section["parity"] = parity.to_dict()
+            section["parity_reference"] = str(reference)
+        if args.benchmark:
+            section["benchmark"] = _benchmark(output, dense_result.plan_path if dense_result else None, feeds[0], args)
+    return parity
 
 
 def _feeds(model_path: Path, args: argparse.Namespace):

@@ -79,7 +79,7 @@ def _as_tuple(inputs) -> tuple:
 def _record_tokens(model: nn.Module, inputs: tuple, linears: dict[str, nn.Linear]) -> dict[str, int]:
     tokens: dict[str, int] = {}
     def hook(name: str):
-        def record(module: nn.Module, args: tuple) -> None:
+        def record(_module: nn.Module, args: tuple) -> None:
             tokens.setdefault(name, args[0].numel() // args[0].shape[-1])
         return record
 
@@ -131,16 +131,43 @@ def convert(model: nn.Module, example_inputs, *, policy: str | None = None, marg
     policy = policy or ("measure" if unavailable is None else "rule")
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r}: one of {', '.join(POLICIES)}")
-    say = progress or (lambda message: None)
+    say = progress or (lambda _message: None)
+    decisions, candidates = _candidates(model, inputs, linears, unavailable)
+    chains, chain_note = feature_major_chains(model, candidates) if feature_major and candidates else ([], None)
+    for head, tail in chains:
+        decisions[head].output_layout = "feature"
+        decisions[tail].input_layout = "feature"
+    decider = _Decider(decisions, linears, policy, margin, say)
+    for name in sorted(candidates):
+        decider.decide(name)
+    for head, tail in chains:  # a chain needs both ends sparse; otherwise both use row-major edges
+        if decisions[head].sparse and decisions[tail].sparse:
+            continue
+        decisions[head].output_layout = decisions[tail].input_layout = "row"
+        for name in (head, tail):
+            if name in candidates:
+                decider.decide(name)
+    if chain_note:
+        for name in candidates:
+            decisions[name].reason += f"; {chain_note}"
+    dense_ms = _model_ms(model, inputs) if guard and policy != "all" and unavailable is None and candidates else None
+    originals = _swap_in(model, decisions, linears)
+    if dense_ms is not None and originals:
+        _guard(model, inputs, decisions, originals, dense_ms, say)
+    return model, list(decisions.values())
+
+
+def _candidates(model: nn.Module, inputs: tuple, linears: dict[str, nn.Linear],
+                unavailable: str | None) -> tuple[dict[str, LayerDecision], set[str]]:
+    """A decision per Linear (reason filled for the ineligible) and the names that may run 2:4."""
     tokens = _record_tokens(model, inputs, linears)
     decisions: dict[str, LayerDecision] = {}
-    for name, linear in linears.items():
-        w = linear.weight
-        decisions[name] = LayerDecision(name, linear.out_features, linear.in_features, str(w.dtype).removeprefix("torch."),
-                                        tokens.get(name), dense_weight_bytes=w.numel() * w.element_size())
     candidates = set()
     for name, linear in linears.items():
-        decision = decisions[name]
+        w = linear.weight
+        decision = decisions[name] = LayerDecision(name, linear.out_features, linear.in_features,
+                                                   str(w.dtype).removeprefix("torch."), tokens.get(name),
+                                                   dense_weight_bytes=w.numel() * w.element_size())
         reason = unavailable or linear_ineligible_reason(linear.weight)
         if reason is None and decision.tokens is None:
             reason = "not called by the example inputs (no token count to decide on)"
@@ -148,69 +175,65 @@ def convert(model: nn.Module, example_inputs, *, policy: str | None = None, marg
             decision.reason = reason
         else:
             candidates.add(name)
+    return decisions, candidates
 
-    chains, chain_note = feature_major_chains(model, candidates) if feature_major and candidates else ([], None)
-    for head, tail in chains:
-        decisions[head].output_layout = "feature"
-        decisions[tail].input_layout = "feature"
 
-    measured: dict[tuple, tuple[float, float]] = {}  # same shape, same layouts: time once (BERT repeats 4 shapes)
+class _Decider:
+    """Decides one layer by the policy; timings of equal shapes and layouts are measured once."""
 
-    def decide(name: str) -> None:
-        d, linear = decisions[name], linears[name]
+    def __init__(self, decisions: dict[str, LayerDecision], linears: dict[str, nn.Linear], policy: str,
+                 margin: float, say: Callable[[str], None]):
+        self.decisions, self.linears, self.policy, self.margin, self.say = decisions, linears, policy, margin, say
+        self.measured: dict[tuple, tuple[float, float]] = {}  # same shape, same layouts: time once
+
+    def decide(self, name: str) -> None:
+        d, linear = self.decisions[name], self.linears[name]
         tokens = d.tokens
         if tokens is None:  # candidates ran; kept for the type checker's sake as a real guard
             d.reason = "not called by the example inputs (no token count to decide on)"
             return
-        if policy == "all":
+        if self.policy == "all":
             d.sparse, d.reason = True, "policy all"
-        elif policy == "rule":
+        elif self.policy == "rule":
             d.sparse, d.reason = size_rule(tokens, d.in_features, d.out_features, d.output_layout)
         else:
             key = (tokens, d.in_features, d.out_features, d.dtype, linear.bias is not None, d.input_layout, d.output_layout)
-            if key not in measured:
-                measured[key] = _measure(linear, tokens, d.input_layout, d.output_layout)
-            d.dense_us, d.sparse_us = measured[key]
-            d.sparse = d.sparse_us < d.dense_us * (1 - margin)
+            if key not in self.measured:
+                self.measured[key] = _measure(linear, tokens, d.input_layout, d.output_layout)
+            d.dense_us, d.sparse_us = self.measured[key]
+            d.sparse = d.sparse_us < d.dense_us * (1 - self.margin)
             d.reason = (f"measured {d.dense_us / d.sparse_us:.2f}x dense "
-                        f"({'faster' if d.sparse else f'not {margin:.0%} faster'}; {d.input_layout}-major in, "
+                        f"({'faster' if d.sparse else f'not {self.margin:.0%} faster'}; {d.input_layout}-major in, "
                         f"{d.output_layout}-major out)")
-        say(f"{name}: {'2:4' if d.sparse else 'dense'} - {d.reason}")
+        self.say(f"{name}: {'2:4' if d.sparse else 'dense'} - {d.reason}")
 
-    for name in sorted(candidates):
-        decide(name)
-    for head, tail in chains:  # a chain needs both ends sparse; otherwise both use row-major edges
-        if decisions[head].sparse and decisions[tail].sparse:
-            continue
-        decisions[head].output_layout = decisions[tail].input_layout = "row"
-        for name in (head, tail):
-            if name in candidates:
-                decide(name)
-    if chain_note:
-        for name in candidates:
-            decisions[name].reason += f"; {chain_note}"
 
+def _swap_in(model: nn.Module, decisions: dict[str, LayerDecision], linears: dict[str, nn.Linear]) -> dict[str, nn.Linear]:
+    """Put a SparseLinear where the decision says 2:4; the replaced Linears by name."""
     originals: dict[str, nn.Linear] = {}
-    dense_ms = _model_ms(model, inputs) if guard and policy != "all" and unavailable is None and candidates else None
     for name, d in decisions.items():
         if d.sparse:
             originals[name] = linears[name]
             sparse = SparseLinear(linears[name], d.output_layout)
             d.sparse_weight_bytes = sparse.weight_bytes()
             _set_module(model, name, sparse)
-    if dense_ms is not None and originals:
-        sparse_ms = _model_ms(model, inputs)
-        if sparse_ms > dense_ms:
-            for name, linear in originals.items():
-                _set_module(model, name, linear)
-                decisions[name].sparse = False
-                decisions[name].sparse_weight_bytes = None
-                decisions[name].reason += (f"; reverted: the whole model ran {sparse_ms:.3f} ms with 2:4 layers vs "
-                                           f"{dense_ms:.3f} ms dense")
-            say(f"guard: 2:4 model {sparse_ms:.3f} ms vs dense {dense_ms:.3f} ms - kept dense")
-        else:
-            say(f"guard: 2:4 model {sparse_ms:.3f} ms vs dense {dense_ms:.3f} ms ({dense_ms / sparse_ms:.2f}x)")
-    return model, list(decisions.values())
+    return originals
+
+
+def _guard(model: nn.Module, inputs: tuple, decisions: dict[str, LayerDecision], originals: dict[str, nn.Linear],
+           dense_ms: float, say: Callable[[str], None]) -> None:
+    """Keep the 2:4 layers only if the whole model got faster; otherwise put the Linears back."""
+    sparse_ms = _model_ms(model, inputs)
+    if sparse_ms > dense_ms:
+        for name, linear in originals.items():
+            _set_module(model, name, linear)
+            decisions[name].sparse = False
+            decisions[name].sparse_weight_bytes = None
+            decisions[name].reason += (f"; reverted: the whole model ran {sparse_ms:.3f} ms with 2:4 layers vs "
+                                       f"{dense_ms:.3f} ms dense")
+        say(f"guard: 2:4 model {sparse_ms:.3f} ms vs dense {dense_ms:.3f} ms - kept dense")
+    else:
+        say(f"guard: 2:4 model {sparse_ms:.3f} ms vs dense {dense_ms:.3f} ms ({dense_ms / sparse_ms:.2f}x)")
 
 
 def _model_ms(model: nn.Module, inputs: tuple) -> float:

@@ -64,7 +64,7 @@ class GraphedModel:
         if key not in self._graphs:
             self.capture(inputs)
         graph, static, out = self._graphs[key]
-        for buffer, value in zip(static, inputs):
+        for buffer, value in zip(static, inputs, strict=True):
             buffer.copy_(value)
         graph.replay()
         if self.clone_outputs:

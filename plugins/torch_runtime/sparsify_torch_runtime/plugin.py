@@ -34,7 +34,7 @@ class TorchRuntimePlugin:
         if info.available:
             p.set_defaults(run=run)
         else:
-            p.set_defaults(run=lambda args: (_ for _ in ()).throw(MissingComponent(f"torch-runtime plugin: {info.reason}")))
+            p.set_defaults(run=lambda _args: (_ for _ in ()).throw(MissingComponent(f"torch-runtime plugin: {info.reason}")))
 
 
 def run(args: argparse.Namespace) -> int:

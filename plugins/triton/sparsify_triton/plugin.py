@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
-from sparsify.plugin_api import MissingComponent, OutputError, UsageError, open_model
+from sparsify.plugin_api import MissingComponent, OutputError, UsageError, open_model, publish_folder, stage_folder
 from sparsify_triton.config import config_from_model, render_config
 
 __all__ = ["plugin"]
@@ -34,7 +32,7 @@ class TritonPlugin:
         if info.available:
             p.set_defaults(run=export)
         else:
-            p.set_defaults(run=lambda args: (_ for _ in ()).throw(MissingComponent(f"triton plugin: {info.reason}")))
+            p.set_defaults(run=lambda _args: (_ for _ in ()).throw(MissingComponent(f"triton plugin: {info.reason}")))
 
 
 def _refuse_replacing_inputs(target: Path, reads: list[Path]) -> None:
@@ -71,20 +69,19 @@ def export(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         raise OutputError(f"{target}: already exists (use --force to replace it)")
     _refuse_replacing_inputs(target, [model_path, *loaded.external_files, *([Path(args.plan)] if args.plan else [])])
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repository))
+    try:
+        staging = stage_folder(target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write: {exc.strerror or exc}") from None
     try:
         version = staging / str(args.model_version)
         version.mkdir()
         shutil.copyfile(args.plan or model_path, version / ("model.plan" if args.plan else "model.onnx"))
         (staging / "config.pbtxt").write_text(render_config(config))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
     except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{target}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    publish_folder(staging, target)  # the old folder (--force) or the new one, never a mix
     print(f"wrote {target}/config.pbtxt and {target}/{args.model_version}/"
           f"{'model.plan' if args.plan else 'model.onnx'} (platform {platform}, max_batch_size {config.max_batch_size})")
     return 0
