@@ -19,8 +19,7 @@ __all__ = ["ActivationStats", "activation_input", "collect_stats"]
 
 def activation_input(target: Target) -> tuple[str, int]:
     """(activation tensor name, its feature axis) for a target's op."""
-    node = target.node
-    assert node is not None
+    node = target.op_node()
     if node.op_type == "Conv":
         return node.input[0], 1
     other = node.input[1 - target.input_index]

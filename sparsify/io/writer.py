@@ -184,8 +184,7 @@ class ModelWriter:
     def stage_final(self) -> None:
         """Add the finished files to the publication: the data file, then the model."""
         with self._rollback_on_error():
-            if self.model.uses_external_data:
-                assert self.data_file is not None  # set by finish()
+            if self.data_file is not None:  # external data: finish() named the data file
                 final_proto = self.publication.stage(self.output)
                 self._write_proto(final_proto, data_name=self.data_file.name)
                 self.publication.add(self._data_tmp, self.data_file)
@@ -203,8 +202,9 @@ class ModelWriter:
                 loc = self.model.location(original)
                 new = self._inline.get(ordinal)
                 if loc.kind == "external":
+                    if data_name is None:
+                        raise AssertionError("internal error: a tensor stored externally, but no data file named")
                     offset, length = self._new_external[ordinal]
-                    assert data_name is not None
                     _set_external(tensor, data_name, offset, length)
                 elif loc.kind == "embedded":
                     _set_raw(tensor, new if new is not None else os.pread(source.fileno(), loc.length, loc.offset))

@@ -42,11 +42,11 @@ def _per_axis(values: np.ndarray, rank: int, axis: int) -> np.ndarray:
 
 
 def quant_zero(src: WeightSource, read_bits: ReadBits, rank: int) -> np.ndarray:
-    """The stored value that dequantizes to 0, broadcastable to the weight."""
-    assert src.quant is not None
-    if src.quant.zero_point is None:
+    """The stored value that dequantizes to 0, broadcastable to the weight (0 without a zero point)."""
+    quant = src.quant
+    if quant is None or quant.zero_point is None:
         return np.zeros((), dtype=np.int8 if src.tensor.data_type == TensorProto.INT8 else np.uint8)
-    return _per_axis(read_bits(src.quant.zero_point), rank, src.quant.axis)
+    return _per_axis(read_bits(quant.zero_point), rank, quant.axis)
 
 
 def nonzero_mask(bits: np.ndarray, src: WeightSource, read_bits: ReadBits) -> np.ndarray:
