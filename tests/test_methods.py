@@ -76,19 +76,41 @@ def test_sparsegpt_blocking_does_not_change_the_result():
     assert is_nm(a, 1)
 
 
-def test_sparsegpt_conv_fallbacks(tmp_path):
+def _cnn(tmp_path):
+    """pointwise -> 3x3 (padded) -> grouped 3x3 stride 2 -> depthwise (not prunable): every conv kind."""
     nodes = [helper.make_node("Conv", ["x", "Wp"], ["a"], name="pointwise"),
-             helper.make_node("Conv", ["a", "Wk"], ["y"], name="k3", pads=[1, 1, 1, 1])]
-    inits = [init(rand([8, 8, 1, 1]), "Wp"), init(rand([8, 8, 3, 3], 1), "Wk")]
-    path = save(make_model(nodes, [vi("x", [1, 8, 6, 6])], [vi("y", None)], inits), tmp_path / "c.onnx")
-    np.savez(tmp_path / "cal.npz", x=rand([4, 1, 8, 6, 6], 2))
-    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")])
-    rows = {t.target.layer: t for t in report.rows}
-    assert rows["pointwise"].outcome.method == "sparsegpt" and not rows["pointwise"].outcome.notes
-    assert rows["k3"].outcome.method == "magnitude" and "1x1 convolutions only" in rows["k3"].outcome.notes[0]
-    out = weights(tmp_path / "o.onnx")
-    assert is_nm(out["Wp"], 1) and is_nm(out["Wk"], 1)
-    assert report.parity.verified
+             helper.make_node("Relu", ["a"], ["ar"]),
+             helper.make_node("Conv", ["ar", "Wk"], ["b"], name="k3", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["b"], ["br"]),
+             helper.make_node("Conv", ["br", "Wg"], ["c"], name="grouped", group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c", "Wd"], ["y"], name="depthwise", group=16, pads=[1, 1, 1, 1])]
+    inits = [init(rand([16, 8, 1, 1]), "Wp"), init(rand([16, 16, 3, 3], 1), "Wk"), init(rand([16, 8, 3, 3], 4), "Wg"),
+             init(rand([16, 1, 3, 3], 5), "Wd")]
+    path = save(make_model(nodes, [vi("x", [1, 8, 8, 8])], [vi("y", None)], inits), tmp_path / "c.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([16, 1, 8, 8, 8], 2))
+    return path
+
+
+def test_sparsegpt_and_wanda_handle_kxk_strided_and_grouped_convs(tmp_path):
+    path = _cnn(tmp_path)
+    x = np.load(tmp_path / "cal.npz")["x"]
+    dense = np.concatenate([run(path, {"x": s})[0] for s in x])
+    errors = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        cal = {} if method == "magnitude" else {"calibration": [str(tmp_path / "cal.npz")], "bias_correction": False}
+        out = tmp_path / f"{method}.onnx"
+        report = sparsify.prune(path, output=out, method=method, verify=False, **cal)
+        rows = {t.target.layer: t for t in report.rows}
+        for layer in ("pointwise", "k3", "grouped"):
+            assert rows[layer].outcome.method == method and not rows[layer].outcome.method_fallback, rows[layer].outcome
+        assert rows["depthwise"].outcome.status == "skipped"
+        ws = weights(out)
+        assert is_nm(ws["Wp"], 1) and is_nm(ws["Wk"], 1) and is_nm(ws["Wg"], 1)
+        sparse = np.concatenate([run(out, {"x": s})[0] for s in x])
+        errors[method] = float(np.linalg.norm(sparse - dense) / np.linalg.norm(dense))
+    # on its own calibration data, the OBS update must beat magnitude clearly
+    assert errors["sparsegpt"] < 0.8 * errors["magnitude"], errors
+    assert errors["wanda"] < errors["magnitude"] * 1.1, errors
 
 
 def test_sparsegpt_quantized_weight_falls_back(tmp_path):
@@ -302,3 +324,4 @@ def test_sparsegpt_with_permute_stays_as_good(tmp_path):
         dense, sparse = run(path, {"x": x})[0], run(out, {"x": x})[0]
         errors[permute] = np.linalg.norm(dense - sparse) / np.linalg.norm(dense)
     assert errors[True] < 1.3 * errors[False], errors
+

@@ -7,14 +7,28 @@ it, ``hessian = X^T X`` with rows = every position that meets the weight.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from sparsify.analysis.conv import ConvGeometry
 from sparsify.analysis.index import int_attr
 from sparsify.analysis.targets import Target
 from sparsify.calibrate.session import InMemoryModel
+from sparsify.calibrate.unfold import unfold
 from sparsify.masks.stats import ActivationStats
 
-__all__ = ["ActivationStats", "activation_input", "collect_stats"]
+__all__ = ["ActivationStats", "StatsKey", "activation_input", "collect_stats", "stats_key"]
+
+
+@dataclass(frozen=True)
+class StatsKey:
+    """What a weight's statistics are collected over: an activation along its feature axis, or,
+    for a convolution that is not pointwise, that activation unfolded by the conv's geometry."""
+
+    name: str
+    axis: int
+    conv: ConvGeometry | None = None
 
 
 def activation_input(target: Target) -> tuple[str, int]:
@@ -30,6 +44,16 @@ def activation_input(target: Target) -> tuple[str, int]:
     return other, (1 if int_attr(node, "transB", 0, 0, 1) else 0)
 
 
+def stats_key(target: Target) -> StatsKey:
+    name, axis = activation_input(target)
+    node = target.op_node()
+    if node.op_type == "Conv":
+        geometry = ConvGeometry.of(node, target.weight_source().op_shape)
+        if not geometry.pointwise and not geometry.refusal():
+            return StatsKey(name, axis, geometry)
+    return StatsKey(name, axis)
+
+
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
@@ -37,38 +61,53 @@ def _rows(x: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
 
 
-def collect_stats(model: InMemoryModel, targets: list[Target], feeds: list[dict[str, np.ndarray]],
-                  hessian_for: set[str], reference=None) -> dict[str, ActivationStats]:
-    """Stats keyed by activation name; Hessians only for activations in ``hessian_for``.
+def _new_stats(channels: int, hessian: bool, patches: np.ndarray | None) -> ActivationStats:
+    matrix = None
+    if hessian:
+        matrix = np.zeros((channels, channels)) if patches is None else np.zeros(
+            (patches.shape[0], patches.shape[2], patches.shape[2]))
+    return ActivationStats(0, np.zeros(channels), matrix, np.zeros(channels))
+
+
+def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a^T b, per group when the inputs are [group, rows, K]."""
+    return np.matmul(np.swapaxes(a, -1, -2), b)
+
+
+def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[str, np.ndarray]],
+                  hessian_for: set[StatsKey], reference=None) -> dict[StatsKey, ActivationStats]:
+    """Stats per key; Hessians (``X^T X``, per group for a conv's patches) only for ``hessian_for``.
 
     With ``reference`` (a session of the dense model that outputs these activations; it never
     changes, so the caller makes it once), also ``cross = X^T X_dense`` for those, so a layer
     can be refit toward the dense model's output rather than its own drifted input's.
     """
-    wanted = {activation_input(t) for t in targets}
-    names = sorted({name for name, _ in wanted})
+    names = sorted({key.name for key in keys})
     session = model.session(extra_outputs=names, only=True)  # runs only what these need
     outputs = [o.name for o in session.get_outputs()]
-    dense_session = reference if hessian_for else None
-    stats: dict[str, ActivationStats] = {}
-    axes = dict(wanted)
+    dense_names = sorted({key.name for key in hessian_for})
+    dense_session = reference if dense_names else None
+    stats: dict[StatsKey, ActivationStats] = {}
     for feed in feeds:
         values = dict(zip(outputs, session.run(outputs, feed), strict=True))
-        dense_values = dict(zip(names, dense_session.run(names, feed), strict=True)) if dense_session is not None else {}
-        for name in names:
-            rows = _rows(values[name], axes[name])
-            entry = stats.get(name)
+        dense_values = dict(zip(dense_names, dense_session.run(dense_names, feed), strict=True)) \
+            if dense_session is not None else {}
+        for key in sorted(keys, key=repr):
+            rows = _rows(values[key.name], key.axis)
+            patches = unfold(values[key.name], key.conv) if key.conv is not None and key in hessian_for else None
+            entry = stats.get(key)
             if entry is None:
-                k = rows.shape[1]
-                entry = stats[name] = ActivationStats(0, np.zeros(k), np.zeros((k, k)) if name in hessian_for else None,
-                                                      np.zeros(k))
+                entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
             entry.rows += rows.shape[0]
             entry.total += rows.sum(axis=0)
             entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
-            if entry.hessian is not None:
-                entry.hessian += rows.T @ rows
-                if name in dense_values:
-                    dense_rows = _rows(dense_values[name], axes[name])
-                    entry.cross = (0 if entry.cross is None else entry.cross) + rows.T @ dense_rows
-                    entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + dense_rows.sum(axis=0)
+            if entry.hessian is None:
+                continue
+            mine = rows if patches is None else patches
+            entry.hessian += _gram(mine, mine)
+            if key.name in dense_values:
+                dense = dense_values[key.name]
+                theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
+                entry.cross = (0 if entry.cross is None else entry.cross) + _gram(mine, theirs)
+                entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + _rows(dense, key.axis).sum(axis=0)
     return stats

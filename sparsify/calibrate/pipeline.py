@@ -10,7 +10,7 @@ from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.targets import LayerRow, Status, group_by_weight
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
-from sparsify.calibrate.capture import activation_input, collect_stats
+from sparsify.calibrate.capture import StatsKey, activation_input, collect_stats, stats_key
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.session import InMemoryModel
@@ -114,8 +114,8 @@ class _DataAwarePass:
     def read(self, name: str, tensor: TensorProto) -> np.ndarray:
         return self.overrides[name] if name in self.overrides else np.array(self.loaded.read_bits(tensor))
 
-    def _hessian_inputs(self, groups: list[list[LayerRow]]) -> set[str]:
-        return {activation_input(rows[0].target)[0] for rows in groups
+    def _hessian_inputs(self, groups: list[list[LayerRow]]) -> set[StatsKey]:
+        return {stats_key(rows[0].target) for rows in groups
                 if needs_hessian(self.options.method, rows[0].target.op_node())}
 
     def prune(self, progress) -> None:
@@ -125,12 +125,12 @@ class _DataAwarePass:
                              self.extra_writes)
         dense_session = None
         if self.dense is not None and self.feeds:  # the dense reference never changes: one session for all stages
-            wanted = sorted(self._hessian_inputs(self.groups))
+            wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
             dense_session = self.dense.session(extra_outputs=wanted, only=True) if wanted else None
         for stage in _stages(self.groups, self.index) if self.feeds else [self.groups]:
             stats = {}
             if self.feeds:
-                stats = collect_stats(self.memory, [rows[0].target for rows in stage], self.feeds,
+                stats = collect_stats(self.memory, {stats_key(rows[0].target) for rows in stage}, self.feeds,
                                       self._hessian_inputs(stage), reference=dense_session)
             for rows in stage:
                 self._prune_weight(rows, stats, progress)
@@ -140,7 +140,7 @@ class _DataAwarePass:
         if progress:
             progress(len(self.results) + 1, len(self.groups), src.name)
         bits = self.read(src.name, src.tensor)
-        activation = stats.get(activation_input(rows[0].target)[0]) if stats else None
+        activation = stats.get(stats_key(rows[0].target)) if stats else None
         result, note = prune_with_method(self.options.method, bits, src, rows[0].target.op_node(), self.pattern,
                                          self.loaded.read_bits, activation)
         self.results[src.name] = result

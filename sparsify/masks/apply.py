@@ -62,7 +62,9 @@ def _scores_and_nonzero(bits: np.ndarray, src: WeightSource, read_bits: ReadBits
         magnitude, nonzero = _scores_and_nonzero(bits, src, read_bits)
         if src.tensor.data_type in FLOAT_TYPES:  # the bit key orders like |w| but is not its value
             magnitude = np.abs(to_float32(bits, src.tensor.data_type))
-        scale = _per_axis(feature_scale.astype(np.float32), bits.ndim, src.axis)
+        scale = feature_scale.astype(np.float32)  # per input feature, or already shaped like the weight
+        if scale.ndim != bits.ndim or scale.ndim == 1:
+            scale = _per_axis(scale, bits.ndim, src.axis)
         return np.nan_to_num(magnitude * scale, nan=np.inf), nonzero
     if src.tensor.data_type in FLOAT_TYPES:
         key = magnitude_key(bits)  # one pass serves both

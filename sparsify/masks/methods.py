@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from sparsify.analysis.index import int_attr, ints_attr
+from sparsify.analysis.conv import ConvGeometry
+from sparsify.analysis.index import int_attr
 from sparsify.analysis.lookthrough import WeightSource
 from sparsify.io.dtypes import FLOAT_TYPES, from_float, to_float32
 from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weight
+from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
 from sparsify.masks.sparsegpt import SparseGPTError, sparsegpt_prune
@@ -28,43 +30,77 @@ def needs_hessian(method: str, node: onnx.NodeProto) -> bool:
 
 
 def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | None:
-    if node.op_type == "Conv":
-        kernel = ints_attr(node, "kernel_shape")
-        if int_attr(node, "group", 1, 1) != 1:
-            return "sparsegpt handles ungrouped convolutions only"
-        if src is not None and any(d != 1 for d in src.op_shape[2:]):
-            return "sparsegpt handles 1x1 convolutions only"
-        if kernel is not None and any(k != 1 for k in kernel):
-            return "sparsegpt handles 1x1 convolutions only"
+    if node.op_type == "Conv" and src is not None:
+        if src.steps or src.axis != 1:
+            return "sparsegpt handles convolution weights stored as the op reads them"
+        refusal = ConvGeometry.of(node, src.op_shape).refusal()
+        if refusal:
+            return f"sparsegpt cannot unfold this convolution ({refusal})"
     if src is not None and src.tensor.data_type not in FLOAT_TYPES:
         return "sparsegpt updates weight values; quantized weights would need requantizing"
     return None
 
 
-def _sparsegpt(bits, src, pattern, read_bits, stats) -> PruneResult:
-    dtype = src.tensor.data_type
-    values = to_float32(bits, dtype).astype(np.float64)
+def _refit(weight: np.ndarray, hessian: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
+    """Refit toward the dense output first: argmin_A ||X A - X_dense W||, i.e.
+    A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1)."""
+    if cross is None:
+        return weight
+    k = hessian.shape[0]
+    h = hessian + np.eye(k) * 0.01 * float(np.mean(np.diag(hessian)) or 1.0)
+    return np.linalg.solve(h, cross @ weight.T).T
+
+
+def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProto, pattern: NMPattern,
+                      stats: ActivationStats) -> np.ndarray:
+    """The OBS update on the weight as the Hessian sees it: [rows, K] for a GEMM or pointwise
+    conv, [group, M/g, prod(k)·C/g] for a conv with a kernel, stride, padding or groups."""
+    if stats.hessian is None:
+        raise SparseGPTError("no calibration Hessian reached this weight")
+    if node.op_type == "Conv" and stats.hessian.ndim == 3:
+        group = ConvGeometry.of(node, src.op_shape).group
+        columns = weight_columns(values, group)
+        if stats.hessian.shape != (group, columns.shape[2], columns.shape[2]):
+            raise SparseGPTError("no calibration Hessian matches this weight")
+        cross = stats.cross if stats.cross is not None else [None] * group
+        pruned = np.stack([sparsegpt_prune(_refit(columns[g], stats.hessian[g], cross[g]), stats.hessian[g],
+                                           pattern.n, pattern.m) for g in range(group)])
+        return columns_to_weight(pruned, values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
-    if stats.hessian is None or stats.hessian.shape != (k, k):
+    if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    weight = moved.reshape(-1, k)
-    if stats.cross is not None:
-        # Refit toward the dense output first: argmin_A ||X A - X_dense W||, i.e.
-        # A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1).
-        h = stats.hessian + np.eye(k) * 0.01 * float(np.mean(np.diag(stats.hessian)) or 1.0)
-        weight = np.linalg.solve(h, stats.cross @ weight.T).T
+    weight = _refit(moved.reshape(-1, k), stats.hessian, stats.cross)
     pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m)
-    new_bits = from_float(np.moveaxis(pruned.reshape(moved.shape), -1, src.axis), dtype)
+    return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
+
+
+def _sparsegpt(bits, src, node, pattern, read_bits, stats) -> PruneResult:
+    dtype = src.tensor.data_type
+    values = to_float32(bits, dtype).astype(np.float64)
+    new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats), dtype)
     before = nonzero_mask(bits, src, read_bits)
     after = nonzero_mask(new_bits, src, read_bits)
-    bad_after, groups = nm_violations(after, src.axis, pattern.n, pattern.m)
+    bad_after, _ = nm_violations(after, src.axis, pattern.n, pattern.m)
     if bad_after:
         raise AssertionError(f"internal error: sparsegpt left {src.name!r} not {pattern}")
-    bad_before, _ = nm_violations(before, src.axis, pattern.n, pattern.m)
     total = max(1, bits.size)
     b, a = int(before.sum()), int(after.sum())
     return PruneResult(new_bits, b / total, a / total, max(0, b - a))
+
+
+def _wanda_scale(stats: ActivationStats, src: WeightSource, node: onnx.NodeProto, bits: np.ndarray) -> np.ndarray | None:
+    """|X_k| per weight entry's input feature: along the axis, or per group for a grouped conv."""
+    norms = stats.feature_norm
+    width = bits.shape[src.axis]
+    if norms.shape[0] == width:
+        return norms
+    group = int_attr(node, "group", 1, 1) if node.op_type == "Conv" else 1
+    if group > 1 and src.axis == 1 and not src.steps and norms.shape[0] == group * width:
+        out = bits.shape[0]
+        per_output = norms.reshape(group, width)[np.arange(out) // (out // group)]  # [M, C/g]
+        return per_output.reshape(out, width, *([1] * (bits.ndim - 2)))
+    return None
 
 
 def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: onnx.NodeProto,
@@ -75,16 +111,17 @@ def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: on
     if stats is None:
         return prune_weight(bits, src, pattern, read_bits), f"{method}: no calibration activations reached this layer; magnitude used"
     if method == "wanda":  # prune_weight leaves an already-N:M weight untouched by itself
-        if stats.sq_norm.shape[0] != bits.shape[src.axis]:
+        scale = _wanda_scale(stats, src, node, bits)
+        if scale is None:
             return prune_weight(bits, src, pattern, read_bits), "wanda: activation width differs from the weight; magnitude used"
-        return prune_weight(bits, src, pattern, read_bits, feature_scale=stats.feature_norm), ""
+        return prune_weight(bits, src, pattern, read_bits, feature_scale=scale), ""
     violations, _ = nm_violations(nonzero_mask(bits, src, read_bits), src.axis, pattern.n, pattern.m)
     if violations == 0:  # already N:M: the OBS update must not rewrite its values
         return prune_weight(bits, src, pattern, read_bits), ""
     refusal = _sparsegpt_refusal(node, src)
     if refusal is None:
         try:
-            return _sparsegpt(bits, src, pattern, read_bits, stats), ""
+            return _sparsegpt(bits, src, node, pattern, read_bits, stats), ""
         except SparseGPTError as exc:
             refusal = str(exc)
     return prune_weight(bits, src, pattern, read_bits), f"sparsegpt: {refusal}; magnitude used"
