@@ -9,6 +9,10 @@ are recorded.  Baselines:
   same shape because it takes ~11 minutes on the full one; sparsify runs on it too, so the
   ratio is measured on the same file).
 Then a >2 GB external-data model: sparsify vs the external-data load+save floor.
+Also on each model: ``cp`` of the model (and its data) against ``sparsify --no-verify`` (every
+output byte is written once: goal <= 1.2x cp), ``cat`` of it against ``sparsify check``, and with
+``--today REV`` the same commands from a git worktree of REV (the code before a change), so one
+run shows before and after on the same files.
 Results: a Markdown table on stdout and in ``benchmarks/out/results.md`` (+ ``.json``).
 """
 
@@ -58,8 +62,21 @@ def make(path: Path, layers: int, external: bool) -> None:
     subprocess.run(cmd + (["--external"] if external else []), check=True, stdout=subprocess.DEVNULL)
 
 
-def sparsify_cmd(src: Path, out: Path) -> list[str]:
+def sparsify_cmd(src: Path, out: Path, root: Path | None = None) -> list[str]:
+    """``sparsify`` from this checkout, or (``root``) from another one's source tree."""
+    if root is not None:
+        return ["env", f"PYTHONPATH={root}", PY, "-m", "sparsify", str(src), "-o", str(out), "--no-verify", "-q"]
     return [str(BIN / "sparsify"), str(src), "-o", str(out), "--no-verify", "-q"]
+
+
+def check_cmd(src: Path, root: Path | None = None) -> list[str]:
+    prefix = ["env", f"PYTHONPATH={root}", PY, "-m", "sparsify"] if root is not None else [str(BIN / "sparsify")]
+    return [*prefix, "check", str(src), "-q"]
+
+
+def files_of(model: Path) -> list[Path]:
+    data = model.with_name(model.name + ".data")
+    return [model, data] if data.exists() else [model]
 
 
 def clean(*paths: Path) -> None:
@@ -69,19 +86,56 @@ def clean(*paths: Path) -> None:
                 q.unlink()
 
 
-def against_floor(work: Path, name: str, layers: int, external: bool, rows: list) -> dict:
-    """Build a model, then time the load+save floor and sparsify on it, in separate processes."""
+def remove_outputs(work: Path, stem: str) -> None:
+    for path in work.glob(f"{stem}*"):
+        path.unlink()
+
+
+def against_floor(work: Path, name: str, layers: int, external: bool, rows: list, today: Path | None) -> dict:
+    """Build a model, then time the baselines and sparsify on it, each in its own process."""
     model = work / f"{name}.onnx"
     make(model, layers, external=external)
     size = file_mb(model)
+    copy = " && ".join(f"cp {f} {work / ('copy.' + f.name)}" for f in files_of(model))
+    cp = measure(["sh", "-c", copy])
+    remove_outputs(work, "copy.")
+    cat = measure(["sh", "-c", "cat " + " ".join(str(f) for f in files_of(model)) + " > /dev/null"])
     floor = measure([PY, "-c", FLOOR_EXTERNAL if external else FLOOR, str(model), str(work / f"{name}.floor.onnx")])
-    clean(work / f"{name}.floor.onnx")
+    remove_outputs(work, f"{name}.floor.onnx")
     ours = measure(sparsify_cmd(model, work / f"{name}.sparse.onnx"))
-    clean(work / f"{name}.sparse.onnx", model)
+    remove_outputs(work, f"{name}.sparse.onnx")
+    check = measure(check_cmd(model))
     kind = "external data" if external else "embedded"
-    rows.append((f"{layers}x d1024/ff4096, {size:.0f} MB, {kind}", "onnx load+save (floor)", floor, size))
+    rows.append((f"{layers}x d1024/ff4096, {size:.0f} MB, {kind}", "cp (model + data)", cp, size))
+    rows.append(("", "cat > /dev/null", cat, size))
+    rows.append(("", "onnx load+save (floor)", floor, size))
     rows.append(("", "sparsify --no-verify", ours, size))
-    return {"file_mb": round(size, 1), "floor": floor, "sparsify": ours}
+    rows.append(("", "sparsify check", check, size))
+    result = {"file_mb": round(size, 1), "cp": cp, "cat": cat, "floor": floor, "sparsify": ours, "check": check}
+    if today is not None:
+        result["today"] = measure(sparsify_cmd(model, work / f"{name}.today.onnx", today))
+        remove_outputs(work, f"{name}.today.onnx")
+        result["today_check"] = measure(check_cmd(model, today))
+        rows.append(("", "sparsify --no-verify (before)", result["today"], size))
+        rows.append(("", "sparsify check (before)", result["today_check"], size))
+    clean(model)
+    return result
+
+
+def worktree(rev: str, work: Path) -> Path:
+    root = work / "today"
+    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", "-f", str(root), rev], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return root
+
+
+def ratio_lines(label: str, r: dict) -> list[str]:
+    lines = [f"- {label}: sparsify / cp {r['sparsify']['seconds'] / r['cp']['seconds']:.2f}x (goal <= 1.2x); "
+             f"check / cat {r['check']['seconds'] / r['cat']['seconds']:.2f}x (goal <= 1.2x)"]
+    if "today" in r:
+        lines.append(f"- {label}, before the change: sparsify / cp {r['today']['seconds'] / r['cp']['seconds']:.2f}x; "
+                     f"check / cat {r['today_check']['seconds'] / r['cat']['seconds']:.2f}x")
+    return lines
 
 
 def main() -> None:
@@ -91,12 +145,16 @@ def main() -> None:
     parser.add_argument("--external-layers", type=int, default=48, help="48 layers ~ 2.4 GB (> 2 GiB)")
     parser.add_argument("--skip-polygraphy", action="store_true")
     parser.add_argument("--workdir", type=Path, default=HERE / "out" / "work")
+    parser.add_argument("--today", metavar="REV", help="also run sparsify from a git worktree of REV (before/after)")
     args = parser.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     rows, results = [], {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version()}
+    today = worktree(args.today, work) if args.today else None
+    if today is not None:
+        results["today"] = args.today
 
-    results["embedded"] = against_floor(work, "bert_large", args.layers, False, rows)
+    results["embedded"] = against_floor(work, "bert_large", args.layers, False, rows, today)
 
     if not args.skip_polygraphy:
         small = work / "small.onnx"
@@ -110,7 +168,7 @@ def main() -> None:
         rows.append((f"{args.poly_layers}x d1024/ff4096, {small_size:.0f} MB, embedded", "polygraphy surgeon prune", poly, small_size))
         rows.append(("", "sparsify --no-verify", ours_small, small_size))
 
-    results["external"] = against_floor(work, "external", args.external_layers, True, rows)
+    results["external"] = against_floor(work, "external", args.external_layers, True, rows, today)
 
     lines = ["| model | tool | seconds | peak RSS (MB) | RSS / model size |", "|---|---|---:|---:|---:|"]
     for model, tool, m, mb in rows:
@@ -128,12 +186,15 @@ def main() -> None:
     x = results["external"]
     lines.append(f"- external data: sparsify / floor {x['sparsify']['seconds'] / x['floor']['seconds']:.2f}x time, "
                  f"peak RSS / model size {x['sparsify']['peak_rss_mb'] / x['file_mb']:.2f}")
+    lines += ratio_lines("embedded", e) + ratio_lines("external data", x)
     text = "\n".join(lines)
     print(text)
     out = HERE / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if today is not None:
+        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(today)], check=False)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -18,18 +18,32 @@ class SparseGPTError(ValueError):
     """SparseGPT cannot handle this weight (the message says why)."""
 
 
+def _triangular_inverse(upper: np.ndarray) -> np.ndarray:
+    """Inverse of an upper-triangular matrix (LAPACK dtrtri when SciPy is installed)."""
+    try:
+        from scipy.linalg import lapack
+    except ImportError:
+        return np.linalg.inv(upper)
+    inverse, info = lapack.dtrtri(np.ascontiguousarray(upper), lower=0)
+    if info != 0:
+        raise np.linalg.LinAlgError("singular triangular factor")
+    return inverse
+
+
 def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
+    """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
+    Cholesky factorisation: with J the reversal permutation, J H J = L L^T gives H = U0 U0^T
+    for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1."""
     h = hessian.copy()
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
     mean_diag = float(np.mean(np.diag(h)))
+    reversed_h = h[::-1, ::-1]
     for attempt in range(6):
-        damped = h + np.eye(len(h)) * damp * mean_diag * (10**attempt)
+        damped = reversed_h + np.eye(len(h)) * damp * mean_diag * (10**attempt)
         try:
             lower = np.linalg.cholesky(damped)
-            inverse = np.linalg.inv(lower)
-            hinv = inverse.T @ inverse  # H^-1
-            return np.linalg.cholesky(hinv).T  # upper factor, as in the reference code
+            return _triangular_inverse(lower[::-1, ::-1])
         except np.linalg.LinAlgError:
             continue
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")

@@ -88,3 +88,22 @@ def test_in_place_bit_kernel_matches_reference(case):
     # Entries that were zero keep their exact bits (-0.0 stays -0.0).
     zeros = w == 0
     np.testing.assert_array_equal(bits[zeros], w.view(np.uint32)[zeros])
+
+
+def test_one_factorisation_gives_the_reference_upper_factor_of_the_inverse():
+    """SparseGPT's reference: cholesky(cholesky_inverse(cholesky(H)), upper=True)."""
+    from sparsify.masks.sparsegpt import _inverse_cholesky
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 48))
+    h = x.T @ x
+    h[5, :] = h[:, 5] = 0.0  # a dead input
+    got = _inverse_cholesky(h, 0.01)
+    ref = h.copy()
+    ref[5, 5] = 1.0
+    ref += np.eye(48) * 0.01 * np.mean(np.diag(ref))
+    lower = np.linalg.cholesky(ref)
+    inverse = np.linalg.inv(lower)
+    expected = np.linalg.cholesky(inverse.T @ inverse).T
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert np.allclose(np.triu(got), got)
