@@ -325,3 +325,52 @@ def test_sparsegpt_with_permute_stays_as_good(tmp_path):
         errors[permute] = np.linalg.norm(dense - sparse) / np.linalg.norm(dense)
     assert errors[True] < 1.3 * errors[False], errors
 
+
+
+def _residual_mlp(tmp_path, blocks=3, d=16, ff=32):
+    """x -> [LayerNorm-free block: h = x + W2 relu(W1 x)] x blocks -> head: residuals make live
+    tensors span the cuts between stages."""
+    nodes, inits, x = [], [], "x"
+    for i in range(blocks):
+        nodes += [helper.make_node("MatMul", [x, f"W1_{i}"], [f"a{i}"], name=f"up{i}"),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+                  helper.make_node("MatMul", [f"r{i}", f"W2_{i}"], [f"b{i}"], name=f"down{i}"),
+                  helper.make_node("Add", [x, f"b{i}"], [f"h{i}"])]
+        inits += [init(rand([d, ff], 10 + i) * 0.5, f"W1_{i}"), init(rand([ff, d], 20 + i) * 0.5, f"W2_{i}")]
+        x = f"h{i}"
+    nodes.append(helper.make_node("MatMul", [x, "Wh"], ["y"], name="head"))
+    inits.append(init(rand([d, 8], 30), "Wh"))
+    path = save(make_model(nodes, [vi("x", [4, d])], [vi("y", None)], inits), tmp_path / "res.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([6, 4, d], 40))
+    return path
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_segmented_calibration_matches_whole_model_runs(tmp_path, monkeypatch, method):
+    """The one-pass segmented calibration sees exactly the activations the whole-model runs
+    see (same weights out), and a graph it cannot cut falls back to whole-model runs, saying so."""
+    from sparsify.calibrate.segments import SegmentedRun
+
+    path = _residual_mlp(tmp_path)
+    cal = {"method": method, "calibration": [str(tmp_path / "cal.npz")], "verify": False}
+    advances = []
+    real_advance = SegmentedRun.advance
+
+    def counting(self):
+        advances.append(self.segment)
+        return real_advance(self)
+
+    monkeypatch.setattr(SegmentedRun, "advance", counting)
+    segmented = sparsify.prune(path, output=tmp_path / "seg.onnx", **cal)
+    assert advances and not any("whole model" in n for r in segmented.rows for n in r.outcome.notes)
+
+    def broken(_self):
+        raise ValueError("injected")
+
+    monkeypatch.setattr(SegmentedRun, "advance", broken)
+    whole = sparsify.prune(path, output=tmp_path / "whole.onnx", **cal)
+    assert any("whole model" in n for r in whole.rows for n in r.outcome.notes)
+    a, b = weights(tmp_path / "seg.onnx"), weights(tmp_path / "whole.onnx")
+    for name in a:
+        np.testing.assert_array_equal(a[name] != 0, b[name] != 0, err_msg=name)  # the same masks
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)

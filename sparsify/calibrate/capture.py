@@ -18,7 +18,7 @@ from sparsify.calibrate.session import InMemoryModel
 from sparsify.calibrate.unfold import unfold
 from sparsify.masks.stats import ActivationStats
 
-__all__ = ["ActivationStats", "StatsKey", "activation_input", "collect_stats", "stats_key"]
+__all__ = ["ActivationStats", "StatsKey", "accumulate", "activation_input", "collect_stats", "stats_key"]
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,37 @@ def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(np.swapaxes(a, -1, -2), b)
 
 
+def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hessian_for: set[StatsKey],
+               values: dict[str, np.ndarray], dense_values: dict[str, np.ndarray] | None = None) -> None:
+    """Add one calibration sample's activations (``values`` by tensor name) to ``stats``;
+    ``dense_values``: the same activations in the dense model (for ``cross``)."""
+    for key in sorted(keys, key=repr):
+        value = values.get(key.name)
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"activation {key.name!r} is not a tensor")
+        rows = _rows(value, key.axis)
+        patches = unfold(value, key.conv) if key.conv is not None and key in hessian_for else None
+        entry = stats.get(key)
+        if entry is None:
+            entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
+        entry.rows += rows.shape[0]
+        entry.total += rows.sum(axis=0)
+        entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
+        if entry.hessian is None:
+            continue
+        mine = rows if patches is None else patches
+        entry.hessian += _gram(mine, mine)
+        if dense_values is not None and key.name in dense_values:
+            dense = dense_values[key.name]
+            theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
+            entry.cross = (0 if entry.cross is None else entry.cross) + _gram(mine, theirs)
+            entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + _rows(dense, key.axis).sum(axis=0)
+
+
 def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[str, np.ndarray]],
                   hessian_for: set[StatsKey], reference=None) -> dict[StatsKey, ActivationStats]:
-    """Stats per key; Hessians (``X^T X``, per group for a conv's patches) only for ``hessian_for``.
+    """Stats per key from whole-model sessions (the fallback when the model cannot be cut into
+    segments); Hessians (``X^T X``, per group for a conv's patches) only for ``hessian_for``.
 
     With ``reference`` (a session of the dense model that outputs these activations; it never
     changes, so the caller makes it once), also ``cross = X^T X_dense`` for those, so a layer
@@ -91,23 +119,6 @@ def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[st
     for feed in feeds:
         values = dict(zip(outputs, session.run(outputs, feed), strict=True))
         dense_values = dict(zip(dense_names, dense_session.run(dense_names, feed), strict=True)) \
-            if dense_session is not None else {}
-        for key in sorted(keys, key=repr):
-            rows = _rows(values[key.name], key.axis)
-            patches = unfold(values[key.name], key.conv) if key.conv is not None and key in hessian_for else None
-            entry = stats.get(key)
-            if entry is None:
-                entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
-            entry.rows += rows.shape[0]
-            entry.total += rows.sum(axis=0)
-            entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
-            if entry.hessian is None:
-                continue
-            mine = rows if patches is None else patches
-            entry.hessian += _gram(mine, mine)
-            if key.name in dense_values:
-                dense = dense_values[key.name]
-                theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
-                entry.cross = (0 if entry.cross is None else entry.cross) + _gram(mine, theirs)
-                entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + _rows(dense, key.axis).sum(axis=0)
+            if dense_session is not None else None
+        accumulate(stats, keys, hessian_for, values, dense_values)
     return stats

@@ -10,9 +10,10 @@ from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.targets import LayerRow, Status, group_by_weight
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
-from sparsify.calibrate.capture import StatsKey, activation_input, collect_stats, stats_key
+from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, stats_key
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
+from sparsify.calibrate.segments import SegmentedRun
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.errors import UsageError
 from sparsify.io.model import LoadedModel
@@ -110,6 +111,10 @@ class _DataAwarePass:
         self.overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
         self.extra_writes: dict[str, TensorProto] = {}
         self.results: dict[str, PruneResult] = {}
+        self.live: SegmentedRun | None = None
+        self.dense_live: SegmentedRun | None = None
+        self.dense_session = None
+        self._whole_model_note = ""
 
     def read(self, name: str, tensor: TensorProto) -> np.ndarray:
         return self.overrides[name] if name in self.overrides else np.array(self.loaded.read_bits(tensor))
@@ -123,22 +128,49 @@ class _DataAwarePass:
             models = [m for m in (self.memory, self.dense) if m is not None]
             permute_channels(self.index, self.groups, self.read, models, self.pattern, self.overrides,
                              self.extra_writes)
-        dense_session = None
-        if self.dense is not None and self.feeds:  # the dense reference never changes: one session for all stages
-            wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
-            dense_session = self.dense.session(extra_outputs=wanted, only=True) if wanted else None
-        for stage in _stages(self.groups, self.index) if self.feeds else [self.groups]:
-            stats = {}
-            if self.feeds:
-                stats = collect_stats(self.memory, {stats_key(rows[0].target) for rows in stage}, self.feeds,
-                                      self._hessian_inputs(stage), reference=dense_session)
+        stages = _stages(self.groups, self.index) if self.feeds else [self.groups]
+        if self.feeds:
+            self._start_segments(stages)
+        for number, stage in enumerate(stages, 1):
+            stats = self._stage_stats(stage) if self.feeds else {}
+            where = f"stage {number}/{len(stages)}, " if len(stages) > 1 else ""
             for rows in stage:
-                self._prune_weight(rows, stats, progress)
+                self._prune_weight(rows, stats, progress, where)
 
-    def _prune_weight(self, rows: list[LayerRow], stats: dict, progress) -> None:
+    def _start_segments(self, stages: list[list[list[LayerRow]]]) -> None:
+        """One forward pass in all: the graph cut where each stage starts (calibrate/segments.py)."""
+        cuts = [min(self.index.ordinal(r.target.op_node()) for rows in stage for r in rows) for stage in stages]
+        self.live = SegmentedRun(self.memory, cuts, self.feeds)
+        needs_dense = self.dense is not None and bool(self._hessian_inputs(self.groups))
+        self.dense_live = SegmentedRun(self.dense, cuts, self.feeds) if needs_dense and self.dense else None
+        self.dense_session = None
+
+    def _stage_stats(self, stage: list[list[LayerRow]]) -> dict:
+        keys = {stats_key(rows[0].target) for rows in stage}
+        hessian_for = self._hessian_inputs(stage)
+        if self.live is not None:
+            try:
+                values = self.live.advance()
+                dense = self.dense_live.advance() if self.dense_live is not None else [None] * len(values)
+                stats: dict = {}
+                for sample, reference in zip(values, dense, strict=True):
+                    accumulate(stats, keys, hessian_for, sample, reference)
+                return stats
+            except Exception as exc:  # noqa: BLE001 - ORT raises many types; any of them: use whole-model runs
+                self._whole_model_note = f"calibration ran the whole model per stage (segments failed: {str(exc)[:120]})"
+                self.live = self.dense_live = None
+        if self.dense_session is None and self.dense is not None:  # the dense reference never changes: one session
+            wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
+            self.dense_session = self.dense.session(extra_outputs=wanted, only=True) if wanted else None
+        stats = collect_stats(self.memory, keys, self.feeds, hessian_for, reference=self.dense_session)
+        for rows in stage:
+            rows[0].outcome.notes.append(self._whole_model_note)
+        return stats
+
+    def _prune_weight(self, rows: list[LayerRow], stats: dict, progress, where: str = "") -> None:
         src = rows[0].target.weight_source()
         if progress:
-            progress(len(self.results) + 1, len(self.groups), src.name)
+            progress(len(self.results) + 1, len(self.groups), f"{where}{src.name}")
         bits = self.read(src.name, src.tensor)
         activation = stats.get(stats_key(rows[0].target)) if stats else None
         result, note = prune_with_method(self.options.method, bits, src, rows[0].target.op_node(), self.pattern,

@@ -1,0 +1,105 @@
+"""Sequential calibration in one forward pass: the model cut into segments at the stages.
+
+SparseGPT's procedure measures each stage's input on the model whose earlier layers are already
+pruned.  Running the whole model again for every stage costs a forward pass per stage (and a
+serialisation of the whole model per session).  Here the node list (topologically sorted, as
+ONNX requires) is cut where each stage's first layer sits; segment ``i`` holds the nodes between
+two cuts.  Each calibration sample's *live* tensors (computed before a cut, read after it) flow
+from one segment to the next: a segment runs once per sample, when the stages before it are
+pruned, so the whole calibration costs about one forward pass, and each session holds only its
+own segment's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from sparsify.calibrate.session import InMemoryModel
+from sparsify.io.graph_walk import subgraphs
+
+__all__ = ["SegmentedRun"]
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Names a node reads: its inputs and the outer-scope names its subgraphs use."""
+    names = {name for name in node.input if name}
+    graphs = list(subgraphs(node))
+    while graphs:
+        graph = graphs.pop()
+        local = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+        for inner in graph.node:
+            names.update(n for n in inner.input if n and n not in local)
+            local.update(inner.output)
+            graphs.extend(subgraphs(inner))
+    return names
+
+
+class SegmentedRun:
+    """Carry calibration samples through ``memory``'s graph segment by segment.
+
+    ``cuts``: increasing node ordinals (the first node of each stage).  :meth:`advance` runs the
+    next segment on every sample with the model's *current* weights and returns, per sample, the
+    live tensors at the next cut (each stage's activations among them).
+    """
+
+    def __init__(self, memory: InMemoryModel, cuts: Iterable[int], feeds: list[dict[str, np.ndarray]]):
+        self.memory = memory
+        graph = memory.proto.graph
+        self.nodes = list(graph.node)
+        self.bounds = [0, *cuts]
+        self.stored = {t.name for t in graph.initializer}
+        reads = [_reads(node) for node in self.nodes]
+        # names read at or after each node ordinal (suffix unions), for the live sets
+        self._read_after: list[set[str]] = [set() for _ in range(len(self.nodes) + 1)]
+        for i in range(len(self.nodes) - 1, -1, -1):
+            self._read_after[i] = self._read_after[i + 1] | reads[i]
+        self._reads = reads
+        self.segment = 0  # segments run so far
+        self.values = [dict(feed) for feed in feeds]
+
+    def _live_after(self, cut: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        wanted = self._read_after[cut] if cut < len(self.nodes) else set()
+        return {name: value for name, value in values.items() if name in wanted}
+
+    def _segment_model(self, start: int, stop: int, inputs: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, list[str]]:
+        proto = self.memory.proto
+        nodes = self.nodes[start:stop]
+        produced = {out for node in nodes for out in node.output if out}
+        read = set().union(*self._reads[start:stop]) if nodes else set()
+        wanted_after = self._read_after[stop] if stop < len(self.nodes) else set()
+        outputs = sorted(produced & wanted_after)
+        graph_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(inputs[name].dtype), None)
+                        for name in sorted(read - produced) if name in inputs]
+        initializers = [t for t in proto.graph.initializer if t.name in read and t.name not in inputs]
+        graph = helper.make_graph(nodes, f"segment_{start}_{stop}", graph_inputs,
+                                  [onnx.ValueInfoProto(name=name) for name in outputs], initializers)
+        model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+        model.functions.extend(proto.functions)
+        return model, outputs
+
+    def advance(self) -> list[dict[str, np.ndarray]]:
+        """Run the next segment on every sample; the live tensors at the next cut, per sample."""
+        if self.segment + 1 >= len(self.bounds):
+            raise AssertionError("internal error: no segment left to run")
+        start, stop = self.bounds[self.segment], self.bounds[self.segment + 1]
+        self.segment += 1
+        if start == stop or not self.values:
+            self.values = [self._live_after(stop, v) for v in self.values]
+            return self.values
+        model, outputs = self._segment_model(start, stop, self.values[0])
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        updated = []
+        for values in self.values:
+            results = session.run(outputs, {name: values[name] for name in names}) if outputs else []
+            merged = {**values, **dict(zip(outputs, results, strict=True))}
+            updated.append(self._live_after(stop, merged))
+        self.values = updated
+        return updated
