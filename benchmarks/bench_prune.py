@@ -37,9 +37,10 @@ FLOOR_EXTERNAL = ("import onnx, sys, os; m = onnx.load(sys.argv[1]); "
                   "onnx.save(m, sys.argv[2], save_as_external_data=True, location=os.path.basename(sys.argv[2]) + '.data')")
 
 
-def measure(cmd: list[str]) -> dict:
+def measure(cmd: list[str], cwd: Path | None = None) -> dict:
+    """``cwd``: where ``python -m`` runs (it puts the working folder first on sys.path)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -113,9 +114,9 @@ def against_floor(work: Path, name: str, layers: int, external: bool, rows: list
     rows.append(("", "sparsify check", check, size))
     result = {"file_mb": round(size, 1), "cp": cp, "cat": cat, "floor": floor, "sparsify": ours, "check": check}
     if today is not None:
-        result["today"] = measure(sparsify_cmd(model, work / f"{name}.today.onnx", today))
+        result["today"] = measure(sparsify_cmd(model, work / f"{name}.today.onnx", today), cwd=today)
         remove_outputs(work, f"{name}.today.onnx")
-        result["today_check"] = measure(check_cmd(model, today))
+        result["today_check"] = measure(check_cmd(model, today), cwd=today)
         rows.append(("", "sparsify --no-verify (before)", result["today"], size))
         rows.append(("", "sparsify check (before)", result["today_check"], size))
     clean(model)

@@ -127,7 +127,8 @@ def timed_prune(root: Path, **arguments) -> float:
     """Seconds for ``sparsify.prune(**arguments)`` in a fresh process running ``root``'s code."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PRUNE, json.dumps(arguments)], check=True, env=env)
+    # cwd = root: ``python -c`` puts the working folder first on sys.path, before PYTHONPATH
+    subprocess.run([sys.executable, "-c", PRUNE, json.dumps(arguments)], check=True, env=env, cwd=root)
     return time.perf_counter() - start
 
 

@@ -76,19 +76,22 @@ def test_onnxruntime_errors_keep_the_informative_line(tmp_path):
 
 
 def test_the_table_shows_the_method_used_and_counts_fallbacks(tmp_path, capsys):
+    wq = np.random.default_rng(1).integers(-100, 100, (8, 8, 3, 3)).astype(np.int8)
     nodes = [helper.make_node("Conv", ["x", "Wp"], ["a"], name="pointwise"),
+             helper.make_node("DequantizeLinear", ["Wq", "s"], ["Wk"]),
              helper.make_node("Conv", ["a", "Wk"], ["y"], name="k3", pads=[1, 1, 1, 1])]
     model = save(make_model(nodes, [vi("x", [1, 8, 6, 6])], [vi("y", None)],
-                            [init(rand([8, 8, 1, 1]), "Wp"), init(rand([8, 8, 3, 3], 1), "Wk")]), tmp_path / "c.onnx")
+                            [init(rand([8, 8, 1, 1]), "Wp"), init(wq, "Wq"), init(np.array(0.01, np.float32), "s")]),
+                 tmp_path / "c.onnx")
     np.savez(tmp_path / "cal.npz", x=rand([4, 1, 8, 6, 6], 2))
     code, out, err = run_cli(capsys, "prune", model, "--method", "sparsegpt", "--calibration", tmp_path / "cal.npz")
     assert code == 0, err
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("pointwise", "k3"))}
     assert "sparsegpt" in rows["pointwise"] and "magnitude*" in rows["k3"]
-    assert "method*: 1 weight(s) fell back to magnitude" in out and "1x1 convolutions only" in out
+    assert "method*: 1 weight(s) fell back to magnitude" in out and "requantizing" in out
     report = json.loads((tmp_path / "c.sparse.report.json").read_text())
     fallback = {r["layer"]: r["method_fallback"] for r in report["targets"]}
-    assert fallback["pointwise"] == "" and "1x1" in fallback["k3"]
+    assert fallback["pointwise"] == "" and "requantizing" in fallback["k3"]
 
 
 def test_long_layer_names_stay_distinguishable_and_reasons_whole(tmp_path, capsys):

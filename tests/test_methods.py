@@ -374,3 +374,28 @@ def test_segmented_calibration_matches_whole_model_runs(tmp_path, monkeypatch, m
     for name in a:
         np.testing.assert_array_equal(a[name] != 0, b[name] != 0, err_msg=name)  # the same masks
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_data_aware_pass_never_loads_the_whole_model(tmp_path, monkeypatch, method):
+    """Calibration reads weights from the file segment by segment: with whole-model loading
+    made impossible, wanda and sparsegpt still run, on embedded and external-data copies of the
+    same model, and give the same weights."""
+    from sparsify.calibrate import session as session_module
+
+    path = _residual_mlp(tmp_path)
+    external = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(path), external, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+
+    def refuse(_self, _path):
+        raise AssertionError("the whole model was loaded")
+
+    monkeypatch.setattr(session_module.InMemoryModel, "__init__", refuse)
+    cal = {"method": method, "calibration": [str(tmp_path / "cal.npz")], "verify": False}
+    sparsify.prune(path, output=tmp_path / "a.onnx", **cal)
+    sparsify.prune(external, output=tmp_path / "b.onnx", **cal)
+    a, b = weights(tmp_path / "a.onnx"), weights(tmp_path / "b.onnx")
+    assert set(a) == set(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -13,6 +13,7 @@ from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.skip import Skip
 from sparsify.analysis.targets import LayerRow
 from sparsify.calibrate.session import InMemoryModel
+from sparsify.calibrate.streamed import StreamedModel
 from sparsify.io.dtypes import FLOAT_TYPES, to_float32
 from sparsify.masks.permute import retained, search_permutation
 from sparsify.pattern import NMPattern
@@ -20,7 +21,8 @@ from sparsify.pattern import NMPattern
 __all__ = ["permute_channels"]
 
 
-def permute_channels(index: GraphIndex, groups: list[list[LayerRow]], read, memories: list[InMemoryModel],
+def permute_channels(index: GraphIndex, groups: list[list[LayerRow]], read,
+                     memories: list[InMemoryModel] | list[StreamedModel],
                      pattern: NMPattern, overrides: dict[str, np.ndarray],
                      extra_writes: dict[str, TensorProto]) -> None:
     """Fill ``overrides`` (tensor name -> permuted bits) and ``extra_writes`` (name -> stored

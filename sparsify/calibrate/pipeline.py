@@ -15,13 +15,14 @@ from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.segments import SegmentedRun
 from sparsify.calibrate.session import InMemoryModel
+from sparsify.calibrate.streamed import StreamedModel
 from sparsify.errors import UsageError
 from sparsify.io.model import LoadedModel
 from sparsify.io.writer import ModelWriter
 from sparsify.masks.apply import PruneResult
 from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
-from sparsify.verify.feeds import load_feeds
+from sparsify.verify.feeds import load_feeds_for_graph
 
 __all__ = ["prune_data_aware"]
 
@@ -89,7 +90,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
     layers are already pruned, so later layers compensate for earlier error."""
     run = _DataAwarePass(loaded, group_by_weight(targets), pattern, options)
     run.prune(progress)
-    budget = _apply_budget(run.memory, options, run.results, run.bias_updates) if options.budget else None
+    budget = _apply_budget(run.memory.in_memory(), options, run.results, run.bias_updates) if options.budget else None
     run.write(writer, budget, zeroed)
     return budget
 
@@ -100,12 +101,12 @@ class _DataAwarePass:
     def __init__(self, loaded: LoadedModel, groups: list[list[LayerRow]], pattern: NMPattern,
                  options: DataAwareOptions):
         self.loaded, self.groups, self.pattern, self.options = loaded, groups, pattern, options
-        self.memory = InMemoryModel(loaded.path)
-        self.dense = InMemoryModel(loaded.path) if options.method == "sparsegpt" else None
+        self.memory = StreamedModel(loaded)  # weights stay in the file; changes are kept by name
+        self.dense = StreamedModel(loaded) if options.method == "sparsegpt" else None
         self.feeds: list = []
         if options.method in NEEDS_CALIBRATION:
-            session = self.memory.session()
-            self.feeds = [feed for source in options.calibration for feed in load_feeds(source, session)]
+            graph = loaded.skeleton.graph
+            self.feeds = [feed for source in options.calibration for feed in load_feeds_for_graph(source, graph)]
         self.index = GraphIndex(loaded.skeleton)
         self.bias_updates: dict[str, tuple] = {}
         self.overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
@@ -161,8 +162,8 @@ class _DataAwarePass:
                 self.live = self.dense_live = None
         if self.dense_session is None and self.dense is not None:  # the dense reference never changes: one session
             wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
-            self.dense_session = self.dense.session(extra_outputs=wanted, only=True) if wanted else None
-        stats = collect_stats(self.memory, keys, self.feeds, hessian_for, reference=self.dense_session)
+            self.dense_session = self.dense.in_memory().session(extra_outputs=wanted, only=True) if wanted else None
+        stats = collect_stats(self.memory.in_memory(), keys, self.feeds, hessian_for, reference=self.dense_session)
         for rows in stage:
             rows[0].outcome.notes.append(self._whole_model_note)
         return stats

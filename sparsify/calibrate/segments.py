@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from sparsify.calibrate.session import InMemoryModel
+from sparsify.calibrate.streamed import StreamedModel
 from sparsify.io.graph_walk import subgraphs
 
 __all__ = ["SegmentedRun"]
@@ -40,16 +40,16 @@ def _reads(node: onnx.NodeProto) -> set[str]:
 
 
 class SegmentedRun:
-    """Carry calibration samples through ``memory``'s graph segment by segment.
+    """Carry calibration samples through ``model``'s graph segment by segment.
 
     ``cuts``: increasing node ordinals (the first node of each stage).  :meth:`advance` runs the
     next segment on every sample with the model's *current* weights and returns, per sample, the
     live tensors at the next cut (each stage's activations among them).
     """
 
-    def __init__(self, memory: InMemoryModel, cuts: Iterable[int], feeds: list[dict[str, np.ndarray]]):
-        self.memory = memory
-        graph = memory.proto.graph
+    def __init__(self, model: StreamedModel, cuts: Iterable[int], feeds: list[dict[str, np.ndarray]]):
+        self.model = model
+        graph = model.proto.graph
         self.nodes = list(graph.node)
         self.bounds = [0, *cuts]
         self.stored = {t.name for t in graph.initializer}
@@ -67,7 +67,7 @@ class SegmentedRun:
         return {name: value for name, value in values.items() if name in wanted}
 
     def _segment_model(self, start: int, stop: int, inputs: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, list[str]]:
-        proto = self.memory.proto
+        proto = self.model.proto
         nodes = self.nodes[start:stop]
         produced = {out for node in nodes for out in node.output if out}
         read = set().union(*self._reads[start:stop]) if nodes else set()
@@ -75,11 +75,16 @@ class SegmentedRun:
         outputs = sorted(produced & wanted_after)
         graph_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(inputs[name].dtype), None)
                         for name in sorted(read - produced) if name in inputs]
-        initializers = [t for t in proto.graph.initializer if t.name in read and t.name not in inputs]
-        graph = helper.make_graph(nodes, f"segment_{start}_{stop}", graph_inputs,
+        initializers = [self.model.initializer(name) for name in sorted(read & self.stored - set(inputs))]
+        graph = helper.make_graph([self.model.node(node) for node in nodes], f"segment_{start}_{stop}", graph_inputs,
                                   [onnx.ValueInfoProto(name=name) for name in outputs], initializers)
         model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
-        model.functions.extend(proto.functions)
+        for function in proto.functions:
+            copy = onnx.FunctionProto()
+            copy.CopyFrom(function)
+            del copy.node[:]
+            copy.node.extend(self.model.node(node) for node in function.node)
+            model.functions.append(copy)
         return model, outputs
 
     def advance(self) -> list[dict[str, np.ndarray]]:

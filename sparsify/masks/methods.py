@@ -30,14 +30,14 @@ def needs_hessian(method: str, node: onnx.NodeProto) -> bool:
 
 
 def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | None:
+    if src is not None and src.tensor.data_type not in FLOAT_TYPES:
+        return "sparsegpt updates weight values; quantized weights would need requantizing"
     if node.op_type == "Conv" and src is not None:
         if src.steps or src.axis != 1:
             return "sparsegpt handles convolution weights stored as the op reads them"
         refusal = ConvGeometry.of(node, src.op_shape).refusal()
         if refusal:
             return f"sparsegpt cannot unfold this convolution ({refusal})"
-    if src is not None and src.tensor.data_type not in FLOAT_TYPES:
-        return "sparsegpt updates weight values; quantized weights would need requantizing"
     return None
 
 

@@ -154,11 +154,19 @@ def load_feeds(source: ArraySource, session: ort.InferenceSession) -> list[dict[
     return feeds_from_arrays(source_name(source, "inputs"), read_arrays(source, "inputs"), session)
 
 
+def load_feeds_for_graph(source: ArraySource, graph: onnx.GraphProto) -> list[dict[str, np.ndarray]]:
+    """:func:`load_feeds` against the graph's declared inputs (no session, so no weights loaded)."""
+    return _feeds(source_name(source, "inputs"), read_arrays(source, "inputs"), specs_from_graph(graph))
+
+
 def feeds_from_arrays(path: str, arrays: dict[str, np.ndarray],
                       session: ort.InferenceSession) -> list[dict[str, np.ndarray]]:
     """:func:`load_feeds` on arrays already read from ``path`` (how errors name them)."""
+    return _feeds(path, arrays, specs_from_session(session))
+
+
+def _feeds(path: str, arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
     arrays = dict(arrays)
-    specs = specs_from_session(session)
     count = check_arrays_fit(path, {k: (a.shape, a.dtype) for k, a in arrays.items()}, specs)
     for spec in specs:
         array = arrays[spec.name]
