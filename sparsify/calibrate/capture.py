@@ -55,7 +55,8 @@ def stats_key(target: Target) -> StatsKey:
 
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
+    """[positions, features] in float32 (sums over them are taken in float64)."""
+    x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         return x[None, :]
     return np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
@@ -70,8 +71,12 @@ def _new_stats(channels: int, hessian: bool, patches: np.ndarray | None) -> Acti
 
 
 def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a^T b, per group when the inputs are [group, rows, K]."""
-    return np.matmul(np.swapaxes(a, -1, -2), b)
+    """a^T b, per group when the inputs are [group, rows, K].  One sample's product is taken in
+    float32 (activations are float32 or narrower; the relative error of a few hundred rows is
+    ~1e-6) and added to the float64 accumulator, which is what keeps the sum over the whole
+    calibration set exact enough for the Cholesky factorisation."""
+    a32, b32 = a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
+    return np.matmul(np.swapaxes(a32, -1, -2), b32)
 
 
 def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hessian_for: set[StatsKey],
@@ -88,8 +93,8 @@ def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hess
         if entry is None:
             entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
         entry.rows += rows.shape[0]
-        entry.total += rows.sum(axis=0)
-        entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
+        entry.total += rows.sum(axis=0, dtype=np.float64)
+        entry.sq_norm += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
         if entry.hessian is None:
             continue
         mine = rows if patches is None else patches
@@ -98,7 +103,8 @@ def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hess
             dense = dense_values[key.name]
             theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
             entry.cross = (0 if entry.cross is None else entry.cross) + _gram(mine, theirs)
-            entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + _rows(dense, key.axis).sum(axis=0)
+            entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + \
+                _rows(dense, key.axis).sum(axis=0, dtype=np.float64)
 
 
 def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[str, np.ndarray]],

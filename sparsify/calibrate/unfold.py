@@ -20,9 +20,9 @@ __all__ = ["unfold"]
 
 
 def unfold(x: np.ndarray, geometry: ConvGeometry) -> np.ndarray:
-    """``x`` [N, C, *spatial] -> patches [group, rows, prod(kernel) * C/g], float64, rows =
+    """``x`` [N, C, *spatial] -> patches [group, rows, prod(kernel) * C/g], float32, rows =
     every output position of every sample, columns ``(k..., c)``."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float32)
     batch, channels = x.shape[:2]
     rank = len(geometry.kernel)
     begins, ends = geometry.pads_for(tuple(x.shape[2:]))

@@ -17,7 +17,7 @@ from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weig
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import SparseGPTError, sparsegpt_prune
+from sparsify.masks.sparsegpt import SparseGPTError, inverse_factor, sparsegpt_prune
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -64,15 +64,22 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
             raise SparseGPTError("no calibration Hessian matches this weight")
         cross = stats.cross if stats.cross is not None else [None] * group
         pruned = np.stack([sparsegpt_prune(_refit(columns[g], stats.hessian[g], cross[g]), stats.hessian[g],
-                                           pattern.n, pattern.m) for g in range(group)])
+                                           pattern.n, pattern.m, factor=_factor(stats, g, stats.hessian[g])) for g in range(group)])
         return columns_to_weight(pruned, values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
     weight = _refit(moved.reshape(-1, k), stats.hessian, stats.cross)
-    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m)
+    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=_factor(stats, 0, stats.hessian))
     return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
+
+
+def _factor(stats: ActivationStats, group: int, hessian: np.ndarray) -> np.ndarray:
+    """The inverse factor of ``hessian`` (this activation's, of conv group ``group``), computed once."""
+    if group not in stats.factors:
+        stats.factors[group] = inverse_factor(hessian)
+    return stats.factors[group]
 
 
 def _sparsegpt(bits, src, node, pattern, read_bits, stats) -> PruneResult:

@@ -49,9 +49,18 @@ def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")
 
 
+def inverse_factor(hessian: np.ndarray, damp: float = 0.01) -> np.ndarray:
+    """The upper factor of the damped H^-1 that :func:`sparsegpt_prune` uses (compute it once
+    for weights that share a Hessian)."""
+    if not np.all(np.isfinite(hessian)):
+        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    return _inverse_cholesky(hessian, damp)
+
+
 def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = 0.01,
-                    block: int = 128) -> np.ndarray:
-    """``weight``: [rows, K] (K = reduction axis), ``hessian``: [K, K] = X^T X.
+                    block: int = 128, factor: np.ndarray | None = None) -> np.ndarray:
+    """``weight``: [rows, K] (K = reduction axis), ``hessian``: [K, K] = X^T X; ``factor``:
+    :func:`inverse_factor` of it, when already computed.
 
     Returns the pruned and updated weight (float64); each group of m columns keeps n
     non-zeros per row.
@@ -65,28 +74,37 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
     if not np.all(np.isfinite(w)):
         raise SparseGPTError("weight holds non-finite values")
     w[:, np.diag(hessian) == 0] = 0.0  # inputs never active: their weights never matter
-    hinv = _inverse_cholesky(hessian, damp)
+    hinv = _inverse_cholesky(hessian, damp) if factor is None else factor
     block = max(m, (block // m) * m)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = w[:, i1:i2].copy()
         err = np.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
-        pruned = np.zeros(w1.shape, dtype=bool)
-        for i in range(i2 - i1):
-            if i % m == 0:
-                cost = w1[:, i : i + m] ** 2 / np.diag(h1)[i : i + m][None, :] ** 2
-                # drop the m-n cheapest; the stable sort makes ties deterministic
-                order = np.argsort(cost, axis=1, kind="stable")
-                drop = np.zeros_like(cost, dtype=bool)
-                np.put_along_axis(drop, order[:, : m - n], True, axis=1)
-                pruned[:, i : i + m] = drop
-            column = w1[:, i]
-            q = np.where(pruned[:, i], 0.0, column)
-            e = (column - q) / h1[i, i]
-            w1[:, i:] -= np.outer(e, h1[i, i:])
-            w1[:, i] = q
-            err[:, i] = e
+        diag = np.diag(h1)
+        for g in range(0, i2 - i1, m):
+            _prune_group(w1, err, h1, diag, g, n, m)
         w[:, i1:i2] = w1
         w[:, i2:] -= err @ hinv[i1:i2, i2:]
     return w
+
+
+def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, diag: np.ndarray, g: int, n: int, m: int) -> None:
+    """One group of m columns: drop the m-n cheapest per row (w^2 / [H^-1]_jj^2, chosen on the
+    weights as updated so far), propagate each dropped weight's error to the group's later
+    columns one column at a time, then to the rest of the block in one product (the
+    updates are linear, so this equals the column-by-column reference)."""
+    group = w1[:, g:g + m]  # a view: updated in place
+    cost = group ** 2 / diag[g:g + m][None, :] ** 2
+    order = np.argsort(cost, axis=1, kind="stable")  # the stable sort makes ties deterministic
+    drop = np.zeros(cost.shape, dtype=bool)
+    np.put_along_axis(drop, order[:, : m - n], True, axis=1)
+    errors = np.zeros_like(group)
+    for j in range(m):
+        column = group[:, j]
+        e = np.where(drop[:, j], column, 0.0) / h1[g + j, g + j]
+        errors[:, j] = e
+        group[:, j + 1:] -= np.outer(e, h1[g + j, g + j + 1:g + m])
+        group[:, j] = np.where(drop[:, j], 0.0, column)
+    w1[:, g + m:] -= errors @ h1[g:g + m, g + m:]
+    err[:, g:g + m] = errors

@@ -1,0 +1,150 @@
+"""Speed and memory of the data-aware methods against their floor, measured in the same run.
+
+    python benchmarks/bench_calibration.py                      # ViT-B/16 shape, 8 calibration images
+    python benchmarks/bench_calibration.py --today REV          # also the code of git revision REV
+    python benchmarks/bench_calibration.py --decoder --layers 30 --d-model 4096 --d-ff 11008 \\
+        --methods wanda,sparsegpt --samples 4 --tokens 16       # larger than RAM (manual: ~50 GB of disk)
+
+The model is built in code with random weights (``make_transformer.py``: ``--vit`` by default,
+``--decoder``: LLaMA-shaped gated MLP blocks with external data).  Every prune runs in its own
+process; wall time and peak RSS (``ru_maxrss`` of that child) are recorded.  The floor is the
+magnitude pass plus one dense ONNX Runtime forward over the same calibration set.  After each
+run ``sparsify check --strict`` confirms every eligible weight is 2:4.
+Results: Markdown on stdout and in ``benchmarks/out/calibration/results.md`` (+ ``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+PRUNE = ("import json, sys, sparsify; a = json.loads(sys.argv[1]); "
+         "sparsify.prune(a.pop('model'), output=a.pop('output'), **a)")
+FORWARD = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], "
+           "providers=['CPUExecutionProvider']); name = s.get_inputs()[0].name; x = np.load(sys.argv[2])[name]; "
+           "[s.run(None, {name: x[i]}) for i in range(x.shape[0])]")
+
+
+def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Wall time and peak RSS of one child process (``cwd`` first on its sys.path)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,
+                            env={**os.environ, **(env or {})})
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"command failed ({code}): {' '.join(cmd)[:300]}\n{err[-2000:]}")
+    return {"seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def model_bytes(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def remove_model(path: Path) -> None:
+    for candidate in path.parent.glob(path.name + "*"):
+        candidate.unlink()
+
+
+def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path | None) -> dict:
+    arguments = {"model": str(model), "output": str(out), "method": method, "verify": False,
+                 "calibration": [str(calibration)] if calibration and method != "magnitude" else None}
+    result = measure([PY, "-c", PRUNE, json.dumps(arguments)], cwd=root, env={"PYTHONPATH": str(root)})
+    check = subprocess.run([PY, "-m", "sparsify", "check", str(out), "--strict", "-q"], cwd=ROOT,
+                           capture_output=True, text=True)
+    result["every_eligible_weight_2to4"] = check.returncode == 0
+    remove_model(out)
+    return result
+
+
+def worktree(rev: str, folder: Path) -> Path:
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decoder", action="store_true", help="gated-MLP decoder with external data (not ViT)")
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--d-ff", type=int, default=3072)
+    parser.add_argument("--samples", type=int, default=8, help="calibration samples (images, or sequences)")
+    parser.add_argument("--tokens", type=int, default=16, help="decoder: tokens per calibration sequence")
+    parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
+    parser.add_argument("--today", metavar="REV", help="also run every method with the code of git revision REV")
+    parser.add_argument("--workdir", type=Path, default=HERE / "out" / "calibration" / "work")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    model = work / "model.onnx"
+    shape_flags = ["--layers", str(args.layers), "--d-model", str(args.d_model), "--d-ff", str(args.d_ff)]
+    kind = ["--gated", "--external"] if args.decoder else ["--vit"]
+    subprocess.run([PY, str(HERE / "make_transformer.py"), str(model), *shape_flags, *kind], check=True,
+                   stdout=subprocess.DEVNULL)
+    rng = np.random.default_rng(0)
+    calibration = work / "calibration.npz"
+    if args.decoder:
+        np.savez(calibration, hidden=rng.standard_normal((args.samples, 1, args.tokens, args.d_model), np.float32))
+    else:
+        np.savez(calibration, pixels=rng.random((args.samples, 1, 3, 224, 224), np.float32))
+    size_mb = model_bytes(model) / 2**20
+    forward = measure([PY, "-c", FORWARD, str(model), str(calibration)], cwd=ROOT)
+    today = worktree(args.today, work / "today") if args.today else None
+    results: dict = {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version(),
+                     "date": time.strftime("%Y-%m-%d"), "model_mb": round(size_mb, 1), "dense_forward": forward,
+                     "shape": f"{'decoder' if args.decoder else 'ViT'} {args.layers} x d{args.d_model}/ff{args.d_ff}",
+                     "samples": args.samples, "today": args.today, "methods": {}}
+    for method in args.methods.split(","):
+        entry = {"now": prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration)}
+        if today is not None:
+            entry["before"] = prune_run(today, model, work / f"before.{method}.onnx", method, calibration)
+        results["methods"][method] = entry
+        print(method, json.dumps(entry), flush=True)
+    if today is not None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(today)], check=False)
+    text = report(results)
+    print(text)
+    out = HERE / "out" / "calibration"
+    (out / "results.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: dict) -> str:
+    size = results["model_mb"]
+    magnitude = results["methods"].get("magnitude", {}).get("now")
+    floor = magnitude["seconds"] + results["dense_forward"]["seconds"] if magnitude else None
+    lines = [f"{results['shape']}, {size:.0f} MB fp32, {results['samples']} calibration samples; "
+             f"{results['machine']}, Python {results['python']}, {results['date']}",
+             f"dense forward over the calibration set: {results['dense_forward']['seconds']} s; floor = magnitude + "
+             f"that = {'-' if floor is None else f'{floor:.1f} s'}", "",
+             "| method | seconds | / floor | peak RSS (MB) | RSS / model | 2:4 by check | seconds before | speedup |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for method, entry in results["methods"].items():
+        now, before = entry["now"], entry.get("before")
+        ratio = "-" if floor is None else f"{now['seconds'] / floor:.2f}"
+        speed = f"{before['seconds'] / now['seconds']:.1f}x" if before else "-"
+        lines.append(f"| {method} | {now['seconds']} | {ratio} | {now['peak_rss_mb']:.0f} | "
+                     f"{now['peak_rss_mb'] / size:.2f} | {'yes' if now['every_eligible_weight_2to4'] else 'NO'} | "
+                     f"{before['seconds'] if before else '-'} | {speed} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
