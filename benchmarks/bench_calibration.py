@@ -121,6 +121,7 @@ def main() -> None:
     text = report(results)
     print(text)
     out = HERE / "out" / "calibration"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
