@@ -3,6 +3,8 @@ optional accuracy budget, for models that fit in memory (< 2 GB)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from onnx import TensorProto
 
@@ -88,7 +90,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
     """Prune the active targets with ``options.method``; calibrated methods run sequentially
     (as in SparseGPT): each stage's activations are measured on the model whose earlier
     layers are already pruned, so later layers compensate for earlier error."""
-    run = _DataAwarePass(loaded, group_by_weight(targets), pattern, options)
+    run = _DataAwarePass(loaded, group_by_weight(targets), pattern, options, writer)
     run.prune(progress)
     budget = _apply_budget(run.memory.in_memory(), options, run.results, run.bias_updates) if options.budget else None
     run.write(writer, budget, zeroed)
@@ -99,8 +101,12 @@ class _DataAwarePass:
     """One data-aware run: the in-memory model(s), calibration feeds, and what each weight became."""
 
     def __init__(self, loaded: LoadedModel, groups: list[list[LayerRow]], pattern: NMPattern,
-                 options: DataAwareOptions):
+                 options: DataAwareOptions, writer: ModelWriter):
         self.loaded, self.groups, self.pattern, self.options = loaded, groups, pattern, options
+        # Without a budget every pruned weight is final when made: written at once and read back
+        # from the output when a later segment needs it, so memory holds one weight at a time.
+        self.writer = None if options.budget else writer
+        self.streamed: set[str] = set()  # weights already written by _prune_weight
         self.memory = StreamedModel(loaded)  # weights stay in the file; changes are kept by name
         self.dense = StreamedModel(loaded) if options.method == "sparsegpt" else None
         self.feeds: list = []
@@ -176,11 +182,17 @@ class _DataAwarePass:
         activation = stats.get(stats_key(rows[0].target)) if stats else None
         result, note = prune_with_method(self.options.method, bits, src, rows[0].target.op_node(), self.pattern,
                                          self.loaded.read_bits, activation)
-        self.results[src.name] = result
         if result.new_bits is not None and self.feeds:
             self.memory.set_bits(src.name, result.new_bits)
             if self.options.bias_correction and activation is not None and len(rows) == 1:
                 _correct_bias(self.index, rows[0], bits, result, activation, self.read, self.memory, self.bias_updates)
+        writer = self.writer
+        if writer is not None and result.new_bits is not None:
+            writer.replace(src.tensor, result.new_bits)
+            self.memory.set_written(src.name, lambda: writer.read_back(src.tensor))
+            self.streamed.add(src.name)
+            result = dataclasses.replace(result, new_bits=None)  # the bits live in the output now
+        self.results[src.name] = result
         for row in rows:
             row.outcome.method = self.options.method if not note else "magnitude"
             if note:
@@ -199,15 +211,17 @@ class _DataAwarePass:
                                      f"(sensitivity {budget.sensitivity[name]:.4g})")
                     row.outcome.sensitivity = budget.sensitivity[name]
                 continue
-            if result.new_bits is not None:
-                writer.replace(rows[0].target.weight_source().tensor, result.new_bits)
+            pruned = result.new_bits is not None or name in self.streamed
+            if pruned:
+                if result.new_bits is not None:
+                    writer.replace(rows[0].target.weight_source().tensor, result.new_bits)
                 written.add(name)
                 if name in self.bias_updates:
                     writer.replace(self.bias_updates[name][1], self.bias_updates[name][2])
                     written.add(self.bias_updates[name][0])
             zeroed[name] = result.zeroed
             for row in rows:
-                row.outcome.status = Status.PRUNED if result.new_bits is not None else Status.ALREADY_NM
+                row.outcome.status = Status.PRUNED if pruned else Status.ALREADY_NM
                 row.outcome.density_before, row.outcome.density_after = result.density_before, result.density_after
                 if budget is not None:
                     row.outcome.sensitivity = budget.sensitivity.get(name)

@@ -10,6 +10,8 @@ needed (accuracy budgets; a graph that cannot be cut), with every change applied
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto
@@ -36,6 +38,7 @@ class StreamedModel:
         self._stored = stored_tensors(loaded.skeleton.graph)  # name -> skeleton tensor
         self._base: dict[str, bytes] = {}  # re-based dense values (permutation)
         self._current: dict[str, bytes] = {}  # pruned / corrected values
+        self._written: dict[str, Callable[[], bytes]] = {}  # values already in the output file: read back
 
     @property
     def stored_names(self) -> set[str]:
@@ -43,10 +46,17 @@ class StreamedModel:
 
     def set_bits(self, name: str, bits: np.ndarray | None) -> None:
         """Replace weight ``name`` with ``bits`` (None: back to its dense value)."""
+        self._written.pop(name, None)
         if bits is None:
             self._current.pop(name, None)
         else:
             self._current[name] = np.ascontiguousarray(bits).tobytes()
+
+    def set_written(self, name: str, read_back: Callable[[], bytes]) -> None:
+        """Weight ``name`` now has the value already written to the output: read it back when a
+        segment needs it (nothing is kept in memory)."""
+        self._current.pop(name, None)
+        self._written[name] = read_back
 
     def rebase(self, name: str, bits: np.ndarray) -> None:
         """Make ``bits`` this weight's dense value (used after a channel permutation)."""
@@ -56,6 +66,8 @@ class StreamedModel:
     def _bytes(self, name: str) -> bytes | None:
         """The current value of stored tensor ``name``, or None when the skeleton already holds
         it (typed fields)."""
+        if name in self._written:
+            return self._written[name]()
         if name in self._current:
             return self._current[name]
         if name in self._base:
@@ -114,4 +126,6 @@ class StreamedModel:
             memory.rebase(name, np.frombuffer(data, dtype=np.uint8))
         for name, data in self._current.items():
             memory.set_bits(name, np.frombuffer(data, dtype=np.uint8))
+        for name, read_back in self._written.items():
+            memory.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
         return memory

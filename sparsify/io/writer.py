@@ -178,6 +178,18 @@ class ModelWriter:
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
                 self._rebuild = True
 
+    def read_back(self, tensor: TensorProto) -> bytes:
+        """The bytes ``replace()`` wrote for ``tensor`` (read from the staging file)."""
+        ordinal = self.model.ordinal(tensor)
+        if ordinal in self._inline:
+            return self._inline[ordinal]
+        loc = self.model.location(tensor)
+        offset, length = self._new_external[ordinal] if loc.kind == "external" else (loc.offset, loc.length)
+        data = os.pread(self._open_fd(), length, offset)
+        if len(data) != length:
+            raise AssertionError(f"internal error: {tensor.name!r} was not written")
+        return data
+
     def _open_fd(self) -> int:
         if self._fd is None:
             raise AssertionError("internal error: the writer's file is closed")

@@ -66,3 +66,25 @@ def test_external_data_bytes_are_written_once(tmp_path, monkeypatch):
     assert written["pwrite"] == pruned_bytes and written["copy"] == 32 * 4  # the bias: copied, never rewritten
     out = weights(tmp_path / "o.onnx")
     np.testing.assert_array_equal(out["bias"], weights(path)["bias"])
+
+
+def test_read_back_returns_what_replace_wrote(tmp_path):
+    from sparsify.io.model import open_model
+    from sparsify.io.publish import Publication
+    from sparsify.io.writer import ModelWriter
+
+    for external in (False, True):
+        folder = tmp_path / ("ext" if external else "emb")
+        folder.mkdir()
+        loaded = open_model(_model(folder, external))
+        w1 = next(t for t in loaded.tensors if t.name == "W1")
+        new = np.zeros((64, 512), np.float32).view(np.uint32)
+        new[::2] = 7
+        publication = Publication()
+        try:
+            with ModelWriter(loaded, folder / "o.onnx", publication) as writer:
+                writer.replace(w1, new)
+                assert writer.read_back(w1) == new.tobytes()
+                writer.finish()
+        finally:
+            publication.discard()
