@@ -105,11 +105,13 @@ def _warnings(targets: list[LayerRow], pattern: NMPattern) -> list[str]:
     return warnings
 
 
-def _read_paths(loaded: LoadedModel, options: PruneOptions | None = None) -> list[tuple[str, Path]]:
-    """Every file the run reads: the model, its external data, and the npz files given."""
+def _read_paths(loaded: LoadedModel, options: PruneOptions | None = None,
+                interface: Interface = "api") -> list[tuple[str, Path]]:
+    """Every file the run reads: the model, its external data, and the npz files given (labelled
+    ``--inputs file`` on the command line, ``inputs= file`` in the API)."""
     reads = model_reads("input model", loaded.path, loaded.external_files)
-    for label, paths in (options.read_files() if options else {}).items():
-        reads += [(f"--{label.replace('_', '-')} file", path) for path in paths]
+    for field_name, paths in (options.read_files() if options else {}).items():
+        reads += [(f"{options.name(field_name, interface)} file", path) for path in paths] if options else []
     return reads
 
 
@@ -175,7 +177,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     shapes = _input_shapes(options)
     if isinstance(model, onnx.ModelProto) and options.output is None:
         raise UsageError("prune(ModelProto) needs output=PATH")
-    run = _Run(options, nm, includes, excludes, shapes, progress, record_input, inputs_label, started)
+    run = _Run(options, nm, includes, excludes, shapes, progress, record_input, inputs_label, started, interface)
     publication = Publication()
     try:
         with tempfile.TemporaryDirectory(prefix="sparsify-") as workdir, input_byte_limit(options.max_input_bytes):
@@ -197,6 +199,7 @@ class _Run:
     record_input: bool
     inputs_label: str | None
     started: float
+    interface: Interface = "api"
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -207,7 +210,7 @@ def _open_checked(path: Path, run: _Run) -> tuple[LoadedModel, Path, Path]:
     out = Path(options.output) if options.output is not None else default_output_path(path)
     check_name_lengths(out, "output")
     json_path = Path(options.report_path) if options.report_path is not None else default_report_path(out)
-    check_write_paths(_read_paths(loaded, options), {"output model": out, "report": json_path})
+    check_write_paths(_read_paths(loaded, options, run.interface), {"output model": out, "report": json_path})
     for folder in {out.parent, json_path.parent}:
         remove_stale_staging(folder if str(folder) else Path("."))
     _check_data_files(loaded, options)

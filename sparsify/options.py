@@ -184,9 +184,10 @@ class PruneOptions:
                                 self.eval_data, self.inputs, self.bias_correction, self.permute)
 
     def read_files(self) -> dict[str, list[Path]]:
-        """The npz files these options read, by option (arrays given in memory are not files)."""
+        """The npz files these options read, by field (arrays given in memory are not files)."""
         files: dict[str, list[ArraySource | None]] = {
-            "inputs": [self.inputs], "calibration": list(self.calibration), "eval": [self.eval_data], "masks": [self.masks]}
+            "inputs": [self.inputs], "calibration": list(self.calibration), "eval_data": [self.eval_data],
+            "masks": [self.masks]}
         return {label: [Path(v) for v in values if isinstance(v, str | Path)] for label, values in files.items()}
 
     def arguments(self) -> dict[str, Any]:
