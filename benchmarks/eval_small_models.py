@@ -63,7 +63,8 @@ def evaluate(name, epochs, seed, out: Path):
         report = sparsify.prune(dense, output=sparse, method=method, verify=False,
                                 calibration=[str(out / "calib.npz")] if method != "magnitude" else None)
         row[method] = accuracy(sparse, xte, yte)
-        row["pruned"], row["targets"] = report.count("pruned"), len(report.rows)
+        rows = report.rows if hasattr(report, "rows") else report.targets  # also runs an earlier revision's code
+    row["pruned"], row["targets"] = report.count("pruned"), len(rows)
     best = max(("wanda", "sparsegpt"), key=lambda m: row[m])
     budget = out / f"{name}_s{seed}.budget.onnx"
     report = sparsify.prune(dense, output=budget, method=best, verify=False, calibration=[str(out / "calib.npz")],

@@ -4,14 +4,10 @@ Pruning never changes a tensor's byte length, so the output is a copy of the inp
 weight payloads are overwritten with ``os.pwrite``: every opset import, metadata field and
 unknown field survives byte for byte, and memory stays at one weight at a time.
 
-Every output byte is written once: pruned payloads with ``os.pwrite`` as they are made, then
-everything else copied kernel-side (``copy_file_range``) when the writer finishes.
-
-- Embedded model: the staging file has the input's size; pruned payloads land at their
-  offsets, the ranges between them are copied from the input.
-- External data: the output gets its own data file; pruned tensors are written at their new
-  positions, every other external tensor is copied there; the small ``.onnx`` is
-  re-serialized with the new locations.  The data file's name carries a fingerprint of its content
+- Embedded model: copy the file (kernel-side ``copyfile``), patch payloads.
+- External data: the output gets its own data file; every external tensor is copied into it
+  (``copy_file_range``) and pruned ones patched; the small ``.onnx`` is re-serialized with
+  the new locations.  The data file's name carries a fingerprint of its content
   (``<output name>.<16 hex>.data``), so a graph can only ever be paired with the data it was
   written with, even when two runs publish to the same ``-o`` at once.
 - A pruned tensor stored in typed fields (``float_data``...) cannot be patched in place:
@@ -28,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +76,6 @@ class ModelWriter:
         self._fd: int | None = None  # the file whose payloads we patch
         self._fingerprint = hashlib.sha256()
         self._pruned: dict[int, str] = {}  # tensor ordinal -> digest of its new bytes
-        # Each output byte is written once: pruned payloads by replace(), the rest copied by
-        # finish() (external: tensor ordinal -> (source, source offset, position, length);
-        # embedded: the ranges replace() wrote, whose complement finish() copies).
-        self._to_copy: dict[int, tuple[Path, int, int, int]] = {}
-        self._written: list[tuple[int, int]] = []
         self.data_file: Path | None = None  # final external-data path, known after finish()
 
     def __enter__(self) -> ModelWriter:
@@ -91,11 +83,11 @@ class ModelWriter:
             if self.model.uses_external_data:
                 self._data_tmp = self.publication.stage(self.output.with_name(self.output.name + ".data"))
                 self._fd = os.open(self._data_tmp, os.O_RDWR)
-                self._lay_out_external_tensors()
+                self._copy_external_tensors()
             else:
                 self._model_tmp = self.publication.stage(self.output)
+                shutil.copyfile(self.model.path, self._model_tmp)
                 self._fd = os.open(self._model_tmp, os.O_RDWR)
-                os.ftruncate(self._fd, os.stat(self.model.path).st_size)
         return self
 
     @contextlib.contextmanager
@@ -114,52 +106,29 @@ class ModelWriter:
         if exc_type is not None:
             self.abort()
 
-    def _lay_out_external_tensors(self) -> None:
-        """Positions of every external tensor in the new data file (nothing copied yet)."""
+    def _copy_external_tensors(self) -> None:
         position = 0
-        seen: set[Path] = set()
-        for ordinal, tensor in enumerate(self.model.tensors):
-            loc = self.model.location(tensor)
-            if loc.kind != "external":
-                continue
-            if loc.length >= _LARGE:
-                position = -(-position // _ALIGN_LARGE) * _ALIGN_LARGE
-            if loc.path not in seen:
-                seen.add(loc.path)
-                info = os.stat(loc.path)
-                # The copied bytes are identified by their source file's identity and range.
-                self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
-                                         f"{info.st_mtime_ns}".encode())
-            self._new_external[ordinal] = (position, loc.length)
-            self._to_copy[ordinal] = (loc.path, loc.offset, position, loc.length)
-            self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
-            position += loc.length
-        os.ftruncate(self._open_fd(), position)
-
-    def _copy_the_rest(self) -> None:
-        """Copy every byte replace() did not write, in file order (kernel-side where possible)."""
-        fd = self._open_fd()
-        if self.model.uses_external_data:
-            sources: dict[Path, int] = {}
-            try:
-                for path, offset, position, length in sorted(self._to_copy.values(), key=lambda c: c[2]):
-                    if path not in sources:
-                        sources[path] = os.open(path, os.O_RDONLY)
-                    _copy_range(sources[path], fd, offset, position, length)
-            finally:
-                for source in sources.values():
-                    os.close(source)
-            return
-        size = os.fstat(fd).st_size
-        source = os.open(self.model.path, os.O_RDONLY)
+        sources: dict[Path, int] = {}
         try:
-            start = 0
-            for offset, length in sorted(self._written) + [(size, 0)]:
-                if offset > start:
-                    _copy_range(source, fd, start, start, offset - start)
-                start = max(start, offset + length)
+            for ordinal, tensor in enumerate(self.model.tensors):
+                loc = self.model.location(tensor)
+                if loc.kind != "external":
+                    continue
+                if loc.length >= _LARGE:
+                    position = -(-position // _ALIGN_LARGE) * _ALIGN_LARGE
+                if loc.path not in sources:
+                    sources[loc.path] = os.open(loc.path, os.O_RDONLY)
+                    info = os.fstat(sources[loc.path])
+                    # The copied bytes are identified by their source file's identity and range.
+                    self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
+                                             f"{info.st_mtime_ns}".encode())
+                _copy_range(sources[loc.path], self._open_fd(), loc.offset, position, loc.length)
+                self._new_external[ordinal] = (position, loc.length)
+                self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
+                position += loc.length
         finally:
-            os.close(source)
+            for fd in sources.values():
+                os.close(fd)
 
     def replace(self, tensor: TensorProto, bits: np.ndarray) -> None:
         data = np.ascontiguousarray(bits).reshape(-1).view(np.uint8).data  # no copy for the pwrite paths
@@ -167,11 +136,9 @@ class ModelWriter:
         loc = self.model.location(tensor)
         if loc.kind == "embedded" and not self.model.uses_external_data:
             self._pwrite(data, loc.offset, loc.length)
-            self._written.append((loc.offset, loc.length))
         elif loc.kind == "external":
             offset, length = self._new_external[ordinal]
             self._pwrite(data, offset, length)
-            self._to_copy.pop(ordinal, None)
             self._pruned[ordinal] = hashlib.sha256(data).hexdigest()
         else:
             self._inline[ordinal] = bytes(data)
@@ -211,7 +178,6 @@ class ModelWriter:
         """Write everything to staging files; return the one to verify.  Nothing the user
         had is touched until the publication is published."""
         with self._rollback_on_error():
-            self._copy_the_rest()
             os.close(self._open_fd())
             self._fd = None
             if self.model.uses_external_data:
