@@ -41,14 +41,13 @@ def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | 
     return None
 
 
-def _refit(weight: np.ndarray, hessian: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
+def _refit(weight: np.ndarray, factor: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
     """Refit toward the dense output first: argmin_A ||X A - X_dense W||, i.e.
-    A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1)."""
+    A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1), with the
+    damped H^-1 = U^T U of SparseGPT's own factor U: two products, no second factorisation."""
     if cross is None:
         return weight
-    k = hessian.shape[0]
-    h = hessian + np.eye(k) * 0.01 * float(np.mean(np.diag(hessian)) or 1.0)
-    return np.linalg.solve(h, cross @ weight.T).T
+    return (factor.T @ (factor @ (cross @ weight.T))).T
 
 
 def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProto, pattern: NMPattern,
@@ -63,15 +62,17 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
         if stats.hessian.shape != (group, columns.shape[2], columns.shape[2]):
             raise SparseGPTError("no calibration Hessian matches this weight")
         cross = stats.cross if stats.cross is not None else [None] * group
-        pruned = np.stack([sparsegpt_prune(_refit(columns[g], stats.hessian[g], cross[g]), stats.hessian[g],
-                                           pattern.n, pattern.m, factor=_factor(stats, g, stats.hessian[g])) for g in range(group)])
+        pruned = np.stack([sparsegpt_prune(_refit(columns[g], _factor(stats, g, stats.hessian[g]), cross[g]),
+                                           stats.hessian[g], pattern.n, pattern.m,
+                                           factor=_factor(stats, g, stats.hessian[g])) for g in range(group)])
         return columns_to_weight(pruned, values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    weight = _refit(moved.reshape(-1, k), stats.hessian, stats.cross)
-    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=_factor(stats, 0, stats.hessian))
+    factor = _factor(stats, 0, stats.hessian)
+    weight = _refit(moved.reshape(-1, k), factor, stats.cross)
+    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=factor)
     return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
 
 

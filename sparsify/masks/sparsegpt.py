@@ -18,34 +18,38 @@ class SparseGPTError(ValueError):
     """SparseGPT cannot handle this weight (the message says why)."""
 
 
-def _triangular_inverse(upper: np.ndarray) -> np.ndarray:
-    """Inverse of an upper-triangular matrix (LAPACK dtrtri when SciPy is installed)."""
+def _lower_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverse of a C-ordered lower-triangular matrix (LAPACK dtrtri when SciPy is installed:
+    ``lower.T`` is the same memory read as an upper-triangular Fortran matrix, so no copy)."""
     try:
         from scipy.linalg import lapack
     except ImportError:
-        return np.linalg.inv(upper)
-    inverse, info = lapack.dtrtri(np.ascontiguousarray(upper), lower=0)
+        return np.linalg.inv(lower)
+    inverse_t, info = lapack.dtrtri(lower.T, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError("singular triangular factor")
-    return inverse
+    return inverse_t.T
 
 
 def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
     """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
     Cholesky factorisation: with J the reversal permutation, J H J = L L^T gives H = U0 U0^T
     for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1."""
-    h = hessian.copy()
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    mean_diag = float(np.mean(np.diag(h)))
-    reversed_h = h[::-1, ::-1]
+    base = hessian[::-1, ::-1].copy()  # J H J
+    diagonal = np.einsum("ii->i", base)  # a writable view of the diagonal
+    diagonal[diagonal == 0] = 1.0  # dead inputs
+    mean_diag = float(np.mean(diagonal))
+    added = 0.0
     for attempt in range(6):
-        damped = reversed_h + np.eye(len(h)) * damp * mean_diag * (10**attempt)
+        step = damp * mean_diag * (10**attempt)
+        diagonal += step - added
+        added = step
         try:
-            lower = np.linalg.cholesky(damped)
-            return _triangular_inverse(lower[::-1, ::-1])
+            lower = np.linalg.cholesky(base)
         except np.linalg.LinAlgError:
             continue
+        # U = U0^-1 with U0 = J L J, i.e. J L^-1 J
+        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1])
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")
 
 
