@@ -26,29 +26,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT, measure, remove_worktree, worktree
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 PY = sys.executable
 PRUNE = ("import json, sys, sparsify; a = json.loads(sys.argv[1]); "
          "sparsify.prune(a.pop('model'), output=a.pop('output'), **a)")
 FORWARD = ("import sys, numpy as np, onnxruntime as ort; s = ort.InferenceSession(sys.argv[1], "
            "providers=['CPUExecutionProvider']); name = s.get_inputs()[0].name; x = np.load(sys.argv[2])[name]; "
            "[s.run(None, {name: x[i]}) for i in range(x.shape[0])]")
-
-
-def measure(cmd: list[str], cwd: Path, env: dict | None = None) -> dict:
-    """Wall time and peak RSS of one child process (``cwd`` first on its sys.path)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,
-                            env={**os.environ, **(env or {})})
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"command failed ({code}): {' '.join(cmd)[:300]}\n{err[-2000:]}")
-    return {"seconds": round(wall, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def model_bytes(path: Path) -> int:
@@ -70,12 +56,6 @@ def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path
     result["every_eligible_weight_2to4"] = check.returncode == 0
     remove_model(out)
     return result
-
-
-def worktree(rev: str, folder: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return folder
 
 
 def main() -> None:
@@ -117,7 +97,7 @@ def main() -> None:
         results["methods"][method] = entry
         print(method, json.dumps(entry), flush=True)
     if today is not None:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(today)], check=False)
+        remove_worktree(today)
     text = report(results)
     print(text)
     out = HERE / "out" / "calibration"

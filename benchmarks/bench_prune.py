@@ -25,8 +25,9 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _common import measure, remove_worktree, worktree
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -35,19 +36,6 @@ BIN = Path(PY).parent
 FLOOR = ("import onnx, sys; m = onnx.load(sys.argv[1]); onnx.save(m, sys.argv[2])")
 FLOOR_EXTERNAL = ("import onnx, sys, os; m = onnx.load(sys.argv[1]); "
                   "onnx.save(m, sys.argv[2], save_as_external_data=True, location=os.path.basename(sys.argv[2]) + '.data')")
-
-
-def measure(cmd: list[str], cwd: Path | None = None) -> dict:
-    """``cwd``: where ``python -m`` runs (it puts the working folder first on sys.path)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{err[-2000:]}")
-    return {"seconds": round(wall, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def file_mb(path: Path) -> float:
@@ -123,11 +111,8 @@ def against_floor(work: Path, name: str, layers: int, external: bool, rows: list
     return result
 
 
-def worktree(rev: str, work: Path) -> Path:
-    root = work / "today"
-    subprocess.run(["git", "-C", str(HERE.parent), "worktree", "add", "--detach", "-f", str(root), rev], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return root
+def today_worktree(rev: str, work: Path) -> Path:
+    return worktree(rev, work / "today")
 
 
 def ratio_lines(label: str, r: dict) -> list[str]:
@@ -151,7 +136,7 @@ def main() -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     rows, results = [], {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version()}
-    today = worktree(args.today, work) if args.today else None
+    today = today_worktree(args.today, work) if args.today else None
     if today is not None:
         results["today"] = args.today
 
@@ -195,7 +180,7 @@ def main() -> None:
     (out / "results.md").write_text(text + "\n")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if today is not None:
-        subprocess.run(["git", "-C", str(HERE.parent), "worktree", "remove", "--force", str(today)], check=False)
+        remove_worktree(today)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _common import ROOT, remove_worktree, worktree
 
-ROOT = Path(__file__).resolve().parents[1]
 PRUNE = ("import json, sys, sparsify; a = json.loads(sys.argv[1]); "
          "sparsify.prune(a.pop('model'), output=a.pop('output'), **a)")
 
@@ -144,12 +144,6 @@ def dense_forward_seconds(dense: Path, calibration: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def worktree(rev: str, folder: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(folder), rev], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "minilm")
@@ -198,7 +192,7 @@ def main() -> None:
                      "seconds_before": None if before is None else round(before, 1)})
         print(rows[-1], flush=True)
     if today is not None:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(today)], check=False)
+        remove_worktree(today)
     write_results(args, rows, reference.shape[0], len(calib), export_cos, forward)
 
 

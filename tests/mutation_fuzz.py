@@ -102,7 +102,7 @@ EXTERNAL_BASES = ("mlp", "conv")  # also written with external data
 
 
 # ---------------------------------------------------------------------------------------- wire-level view
-# Written independently of sparsify/graph/protowire.py on purpose: the mutations must not share
+# Written independently of sparsify/io/protowire.py on purpose: the mutations must not share
 # a parsing bug with the code they attack.
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
