@@ -90,13 +90,13 @@ def _prune_weights(model: LoadedModel, targets: list[LayerRow], pattern: NMPatte
 
 def _warnings(targets: list[LayerRow], pattern: NMPattern) -> list[str]:
     warnings = []
-    fp32 = [t for t in targets if t.outcome.status in ("pruned", "already_nm") and t.target.dtype == "float"]
+    fp32 = [t for t in targets if t.outcome.status in (Status.PRUNED, Status.ALREADY_NM) and t.target.dtype == "float"]
     if fp32:
         warnings.append(
             f"{len(fp32)} sparse weight(s) are float32: TensorRT runs fp32 as TF32 with 1:2, not 2:4 "
             "sparsity; convert to fp16/bf16 (the build step does) to use the 2:4 kernels"
         )
-    not_nm = {t.target.weight for t in targets if t.outcome.status == "masked_not_nm"}
+    not_nm = {t.target.weight for t in targets if t.outcome.status is Status.MASKED_NOT_NM}
     if not_nm:
         warnings.append(f"{len(not_nm)} given mask(s) are not {pattern} along the reduction axis: applied, but those "
                         f"weights are not counted as sparse ({', '.join(sorted(not_nm)[:3])}{' ...' if len(not_nm) > 3 else ''})")
@@ -110,8 +110,9 @@ def _read_paths(loaded: LoadedModel, options: PruneOptions | None = None,
     """Every file the run reads: the model, its external data, and the npz files given (labelled
     ``--inputs file`` on the command line, ``inputs= file`` in the API)."""
     reads = model_reads("input model", loaded.path, loaded.external_files)
-    for field_name, paths in (options.read_files() if options else {}).items():
-        reads += [(f"{options.name(field_name, interface)} file", path) for path in paths] if options else []
+    if options is not None:
+        for field_name, paths in options.read_files().items():
+            reads += [(f"{options.name(field_name, interface)} file", path) for path in paths]
     return reads
 
 
@@ -228,7 +229,8 @@ def _prune_into(publication: Publication, model: ModelLike, workdir: str, run: _
     loaded, out, json_path = _open_checked(path, run)
     timings["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = find_targets(GraphIndex(loaded.skeleton), run.nm)
+    index = GraphIndex(loaded.skeleton)
+    rows = find_targets(index, run.nm)
     select_targets(rows, run.includes, run.excludes, options.only_profitable, options.min_channels)
     given = load_masks(options.masks, rows) if options.masks is not None else None
     timings["analyse"] = time.perf_counter() - t0
@@ -237,7 +239,7 @@ def _prune_into(publication: Publication, model: ModelLike, workdir: str, run: _
     # Nothing the user had changes until the pruned model is verified: the writer keeps it
     # in staging files, parity runs on those, then model, data and report publish together.
     with ModelWriter(loaded, out, publication) as writer:
-        _prune_and_verify(loaded, path, rows, writer, report, run, given)
+        _prune_and_verify(loaded, index, path, rows, writer, report, run, given)
     if writer.data_file is not None:
         report.output_data_file = str(writer.data_file)
     timings["total"] = time.perf_counter() - run.started
@@ -249,16 +251,16 @@ def _prune_into(publication: Publication, model: ModelLike, workdir: str, run: _
     return report
 
 
-def _prune_and_verify(loaded: LoadedModel, path: Path, rows: list[LayerRow], writer: ModelWriter, report: Report,
-                      run: _Run, given: dict | None) -> None:
+def _prune_and_verify(loaded: LoadedModel, index: GraphIndex, path: Path, rows: list[LayerRow], writer: ModelWriter,
+                      report: Report, run: _Run, given: dict | None) -> None:
     options, timings, data_aware = run.options, run.timings, run.options.data_aware()
     t0 = time.perf_counter()
-    if not data_aware.in_memory:
+    if not data_aware.beyond_magnitude:
         _prune_weights(loaded, rows, run.nm, writer, report, run.progress, given)
     else:
         from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
 
-        budget = prune_data_aware(loaded, rows, run.nm, writer, data_aware, report.zeroed, run.progress)
+        budget = prune_data_aware(loaded, index, rows, run.nm, writer, data_aware, report.zeroed, run.progress)
         report.budget = asdict(budget) if budget is not None else None
     candidate = writer.finish()
     timings["prune_and_write"] = time.perf_counter() - t0

@@ -152,7 +152,7 @@ class PruneOptions:
         if self.max_input_bytes is not None and self.max_input_bytes < 0:
             raise UsageError(f"{n('max_input_bytes')} must be >= 0, got {self.max_input_bytes}")
         self._validate_data_aware(n)
-        if self.masks is not None and self.data_aware().in_memory:
+        if self.masks is not None and self.data_aware().beyond_magnitude:
             raise UsageError(f"{n('masks')} applies given masks: it cannot be combined with {n('method')}, "
                              f"{n('permute')} or a budget")
 
@@ -231,7 +231,7 @@ def add_prune_arguments(parser: argparse.ArgumentParser) -> None:
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
         kwargs: dict[str, Any] = {"dest": f.name, "help": argparse.SUPPRESS if meta["hidden"] else meta["help"]}
-        if f.type in ("bool",) or isinstance(f.default, bool):
+        if isinstance(f.default, bool):
             kwargs["action"] = "store_true"
         else:
             kwargs["default"] = None if meta["repeat"] else (None if f.default is MISSING else f.default)

@@ -21,8 +21,8 @@ class DataAwareOptions:
     permute: bool = False  # search input-channel permutations where a graph equivalent exists
 
     @property
-    def in_memory(self) -> bool:
-        """Needs the in-memory pipeline (anything beyond streaming magnitude)."""
+    def beyond_magnitude(self) -> bool:
+        """Needs the data-aware pass (anything beyond streaming magnitude pruning)."""
         return self.method != "magnitude" or self.budget or self.permute
 
     @property

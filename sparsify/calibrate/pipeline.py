@@ -1,5 +1,5 @@
-"""The data-aware prune stage: calibration statistics, a mask method per weight, and an
-optional accuracy budget, for models that fit in memory (< 2 GB)."""
+"""The data-aware prune stage: calibration statistics in one forward pass (segments), a mask
+method per weight, and an optional accuracy budget (which needs the model in memory, < 2 GB)."""
 
 from __future__ import annotations
 
@@ -84,13 +84,13 @@ def _stages(groups: list[list[LayerRow]], index: GraphIndex) -> list[list[list[L
     return list(stages.values())
 
 
-def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPattern,
+def prune_data_aware(loaded: LoadedModel, index: GraphIndex, targets: list[LayerRow], pattern: NMPattern,
                      writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int],
                      progress=None) -> BudgetResult | None:
     """Prune the active targets with ``options.method``; calibrated methods run sequentially
     (as in SparseGPT): each stage's activations are measured on the model whose earlier
     layers are already pruned, so later layers compensate for earlier error."""
-    run = _DataAwarePass(loaded, group_by_weight(targets), pattern, options, writer)
+    run = _DataAwarePass(loaded, index, group_by_weight(targets), pattern, options, writer)
     run.prune(progress)
     budget = _apply_budget(run.memory.in_memory(), options, run.results, run.bias_updates) if options.budget else None
     run.write(writer, budget, zeroed)
@@ -100,7 +100,7 @@ def prune_data_aware(loaded: LoadedModel, targets: list[LayerRow], pattern: NMPa
 class _DataAwarePass:
     """One data-aware run: the in-memory model(s), calibration feeds, and what each weight became."""
 
-    def __init__(self, loaded: LoadedModel, groups: list[list[LayerRow]], pattern: NMPattern,
+    def __init__(self, loaded: LoadedModel, index: GraphIndex, groups: list[list[LayerRow]], pattern: NMPattern,
                  options: DataAwareOptions, writer: ModelWriter):
         self.loaded, self.groups, self.pattern, self.options = loaded, groups, pattern, options
         # Without a budget every pruned weight is final when made: written at once and read back
@@ -113,7 +113,7 @@ class _DataAwarePass:
         if options.method in NEEDS_CALIBRATION:
             graph = loaded.skeleton.graph
             self.feeds = [feed for source in options.calibration for feed in load_feeds_for_graph(source, graph)]
-        self.index = GraphIndex(loaded.skeleton)
+        self.index = index  # the one find_targets used: the targets' nodes are its nodes
         self.bias_updates: dict[str, tuple] = {}
         self.overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
         self.extra_writes: dict[str, TensorProto] = {}

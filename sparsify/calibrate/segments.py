@@ -53,26 +53,28 @@ class SegmentedRun:
         self.nodes = list(graph.node)
         self.bounds = [0, *cuts]
         self.stored = {t.name for t in graph.initializer}
-        reads = [_reads(node) for node in self.nodes]
-        # names read at or after each node ordinal (suffix unions), for the live sets
-        self._read_after: list[set[str]] = [set() for _ in range(len(self.nodes) + 1)]
-        for i in range(len(self.nodes) - 1, -1, -1):
-            self._read_after[i] = self._read_after[i + 1] | reads[i]
-        self._reads = reads
+        self._reads = [_reads(node) for node in self.nodes]
+        # the last node ordinal that reads each name: a value is live at a cut while a node at
+        # or after the cut still reads it
+        self._last_read: dict[str, int] = {}
+        for ordinal, names in enumerate(self._reads):
+            for name in names:
+                self._last_read[name] = ordinal
         self.segment = 0  # segments run so far
         self.values = [dict(feed) for feed in feeds]
 
+    def _read_from(self, name: str, cut: int) -> bool:
+        return self._last_read.get(name, -1) >= cut
+
     def _live_after(self, cut: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        wanted = self._read_after[cut] if cut < len(self.nodes) else set()
-        return {name: value for name, value in values.items() if name in wanted}
+        return {name: value for name, value in values.items() if self._read_from(name, cut)}
 
     def _segment_model(self, start: int, stop: int, inputs: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, list[str]]:
         proto = self.model.proto
         nodes = self.nodes[start:stop]
         produced = {out for node in nodes for out in node.output if out}
         read = set().union(*self._reads[start:stop]) if nodes else set()
-        wanted_after = self._read_after[stop] if stop < len(self.nodes) else set()
-        outputs = sorted(produced & wanted_after)
+        outputs = sorted(name for name in produced if self._read_from(name, stop))
         graph_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(inputs[name].dtype), None)
                         for name in sorted(read - produced) if name in inputs]
         initializers = [self.model.initializer(name) for name in sorted(read & self.stored - set(inputs))]

@@ -5,7 +5,8 @@ bytes only when a segment that uses it is built (``calibrate/segments.py``).  Wh
 changes — pruned weights, corrected biases, permuted (re-based) tensors — is kept by name.  So
 memory holds one segment's weights at a time, and a model larger than RAM can be calibrated.
 ``in_memory()`` gives the whole model as an ``InMemoryModel`` where whole-model sessions are
-needed (accuracy budgets; a graph that cannot be cut), with every change applied.
+needed (accuracy budgets; a graph that cannot be cut): loaded once, with every change applied,
+and kept in step with the changes made after.
 """
 
 from __future__ import annotations
@@ -39,10 +40,7 @@ class StreamedModel:
         self._base: dict[str, bytes] = {}  # re-based dense values (permutation)
         self._current: dict[str, bytes] = {}  # pruned / corrected values
         self._written: dict[str, Callable[[], bytes]] = {}  # values already in the output file: read back
-
-    @property
-    def stored_names(self) -> set[str]:
-        return set(self._stored)
+        self._whole: InMemoryModel | None = None  # made by in_memory(), then kept in step
 
     def set_bits(self, name: str, bits: np.ndarray | None) -> None:
         """Replace weight ``name`` with ``bits`` (None: back to its dense value)."""
@@ -51,17 +49,23 @@ class StreamedModel:
             self._current.pop(name, None)
         else:
             self._current[name] = np.ascontiguousarray(bits).tobytes()
+        if self._whole is not None:
+            self._whole.set_bits(name, bits)
 
     def set_written(self, name: str, read_back: Callable[[], bytes]) -> None:
         """Weight ``name`` now has the value already written to the output: read it back when a
         segment needs it (nothing is kept in memory)."""
         self._current.pop(name, None)
         self._written[name] = read_back
+        if self._whole is not None:
+            self._whole.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
 
     def rebase(self, name: str, bits: np.ndarray) -> None:
         """Make ``bits`` this weight's dense value (used after a channel permutation)."""
         self._base[name] = np.ascontiguousarray(bits).tobytes()
         self._current.pop(name, None)
+        if self._whole is not None:
+            self._whole.rebase(name, bits)
 
     def _bytes(self, name: str) -> bytes | None:
         """The current value of stored tensor ``name``, or None when the skeleton already holds
@@ -119,7 +123,9 @@ class StreamedModel:
         return self.loaded.read_bytes(tensor)
 
     def in_memory(self) -> InMemoryModel:
-        """The whole model loaded, with every change applied (for whole-model sessions)."""
+        """The whole model loaded (once), with every change applied (for whole-model sessions)."""
+        if self._whole is not None:
+            return self._whole
         memory = InMemoryModel(self.loaded.path)
         # set_bits / rebase keep only an array's bytes: a uint8 view of them will do
         for name, data in self._base.items():
@@ -128,4 +134,5 @@ class StreamedModel:
             memory.set_bits(name, np.frombuffer(data, dtype=np.uint8))
         for name, read_back in self._written.items():
             memory.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
+        self._whole = memory
         return memory

@@ -62,10 +62,12 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
         if stats.hessian.shape != (group, columns.shape[2], columns.shape[2]):
             raise SparseGPTError("no calibration Hessian matches this weight")
         cross = stats.cross if stats.cross is not None else [None] * group
-        pruned = np.stack([sparsegpt_prune(_refit(columns[g], _factor(stats, g, stats.hessian[g]), cross[g]),
-                                           stats.hessian[g], pattern.n, pattern.m,
-                                           factor=_factor(stats, g, stats.hessian[g])) for g in range(group)])
-        return columns_to_weight(pruned, values.shape)
+        groups = []
+        for g in range(group):
+            factor = _factor(stats, g, stats.hessian[g])
+            groups.append(sparsegpt_prune(_refit(columns[g], factor, cross[g]), stats.hessian[g], pattern.n, pattern.m,
+                                          factor=factor))
+        return columns_to_weight(np.stack(groups), values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
