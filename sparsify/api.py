@@ -133,14 +133,14 @@ def _check_data_files(loaded: LoadedModel, options: PruneOptions) -> None:
             check_npz_inputs(source, graph, extra_keys=labels)
 
 
-def _input_shapes(options: PruneOptions) -> dict[str, list[int]]:
+def _input_shapes(options: PruneOptions, interface: Interface) -> dict[str, list[int]]:
     if isinstance(options.input_shapes, Mapping):
         return {str(k): list(v) for k, v in options.input_shapes.items()}
     if not options.input_shapes:
         return {}
     from sparsify.verify.feeds import parse_input_shapes
 
-    return parse_input_shapes(list(options.input_shapes))
+    return parse_input_shapes(list(options.input_shapes), options.name("input_shapes", interface))
 
 
 def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path | None = None, *,
@@ -175,7 +175,7 @@ def prune(model: ModelLike, pattern: str | NMPattern = "2:4", output: str | Path
     nm = options.nm()
     includes = compile_patterns(options.include, options.name("include", interface))
     excludes = compile_patterns(options.exclude, options.name("exclude", interface))
-    shapes = _input_shapes(options)
+    shapes = _input_shapes(options, interface)
     if isinstance(model, onnx.ModelProto) and options.output is None:
         raise UsageError("prune(ModelProto) needs output=PATH")
     run = _Run(options, nm, includes, excludes, shapes, progress, record_input, inputs_label, started, interface)
@@ -218,7 +218,7 @@ def _open_checked(path: Path, run: _Run) -> tuple[LoadedModel, Path, Path]:
     if run.shapes:
         from sparsify.verify.feeds import check_input_shapes  # imports onnxruntime
 
-        check_input_shapes(run.shapes, loaded.skeleton.graph)
+        check_input_shapes(run.shapes, loaded.skeleton.graph, run.options.name("input_shapes", run.interface))
     return loaded, out, json_path
 
 

@@ -117,3 +117,10 @@ def test_integer_inputs_are_valid_indices(tmp_path):
                        [init(rand([2, 8]), "E"), init(rand([8, 4]), "W")])
     report = sparsify.prune(save(model, tmp_path / "m.onnx"))
     assert report.parity.verified
+
+
+def test_input_shape_errors_name_the_api_parameter(tmp_path):
+    with pytest.raises(UsageError, match=r"^input_shapes= names 'nope', which is not a model input"):
+        sparsify.prune(_linear(tmp_path, rand([8, 4])), input_shapes=["nope:1x8"])
+    with pytest.raises(UsageError, match=r"^invalid input_shapes= 'x:abc'"):
+        sparsify.prune(_linear(tmp_path, rand([8, 4])), input_shapes=["x:abc"])

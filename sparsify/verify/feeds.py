@@ -27,13 +27,13 @@ _ORT_TYPES = {
 }
 
 
-def parse_input_shapes(specs: list[str] | None) -> dict[str, list[int]]:
-    """``["x:1x3x224x224", ...]`` -> {"x": [1, 3, 224, 224]}."""
+def parse_input_shapes(specs: list[str] | None, label: str = "--input-shape") -> dict[str, list[int]]:
+    """``["x:1x3x224x224", ...]`` -> {"x": [1, 3, 224, 224]}; errors name the option as ``label``."""
     shapes: dict[str, list[int]] = {}
     for spec in specs or []:
         match = re.fullmatch(r"(.+):(\d+(?:[x,]\d+)*)", spec.strip())
         if not match:
-            raise UsageError(f"invalid --input-shape {spec!r}: expected NAME:1x3x224x224")
+            raise UsageError(f"invalid {label} {spec!r}: expected NAME:1x3x224x224")
         shapes[match.group(1)] = [int(d) for d in re.split(r"[x,]", match.group(2))]
     return shapes
 
@@ -178,21 +178,21 @@ def _feeds(path: str, arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> 
     return [{spec.name: arrays[spec.name][i] for spec in specs} for i in range(count)]
 
 
-def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto) -> None:
+def check_input_shapes(shapes: dict[str, list[int]], graph: onnx.GraphProto, label: str = "--input-shape") -> None:
     """--input-shape against the graph's inputs, before any work: the name exists, the rank
     matches, and every dimension the model fixes is kept."""
     specs = {s.name: s for s in specs_from_graph(graph)}
     for name, shape in shapes.items():
         spec = specs.get(name)
         if spec is None:
-            raise UsageError(f"--input-shape names {name!r}, which is not a model input ({', '.join(sorted(specs)) or 'none'})")
+            raise UsageError(f"{label} names {name!r}, which is not a model input ({', '.join(sorted(specs)) or 'none'})")
         if spec.shape is None:
             continue
         if len(shape) != len(spec.shape):
-            raise UsageError(f"--input-shape {name}: rank {len(shape)}, the model input has rank {len(spec.shape)}")
+            raise UsageError(f"{label} {name}: rank {len(shape)}, the model input has rank {len(spec.shape)}")
         for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
             if want is not None and want != got:
-                raise UsageError(f"--input-shape {name}: axis {axis} is fixed at {want} in the model, got {got}")
+                raise UsageError(f"{label} {name}: axis {axis} is fixed at {want} in the model, got {got}")
 
 
 def check_npz_inputs(source: ArraySource, graph: onnx.GraphProto, extra_keys: tuple[str, ...] = ()) -> None:
