@@ -17,7 +17,7 @@ from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weig
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import SparseGPTError, inverse_factor, sparsegpt_prune
+from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare, sparsegpt_prune
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -41,15 +41,6 @@ def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | 
     return None
 
 
-def _refit(weight: np.ndarray, factor: np.ndarray, cross: np.ndarray | None) -> np.ndarray:
-    """Refit toward the dense output first: argmin_A ||X A - X_dense W||, i.e.
-    A = H^-1 X^T X_dense W (rows here are output features, so A^T = W C^T H^-1), with the
-    damped H^-1 = U^T U of SparseGPT's own factor U: two products, no second factorisation."""
-    if cross is None:
-        return weight
-    return (factor.T @ (factor @ (cross @ weight.T))).T
-
-
 def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProto, pattern: NMPattern,
                       stats: ActivationStats) -> np.ndarray:
     """The OBS update on the weight as the Hessian sees it: [rows, K] for a GEMM or pointwise
@@ -61,27 +52,30 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
         columns = weight_columns(values, group)
         if stats.hessian.shape != (group, columns.shape[2], columns.shape[2]):
             raise SparseGPTError("no calibration Hessian matches this weight")
-        cross = stats.cross if stats.cross is not None else [None] * group
         groups = []
         for g in range(group):
-            factor = _factor(stats, g, stats.hessian[g])
-            groups.append(sparsegpt_prune(_refit(columns[g], factor, cross[g]), stats.hessian[g], pattern.n, pattern.m,
-                                          factor=factor))
+            prepared = _prepared(stats, g, stats.hessian[g])
+            groups.append(sparsegpt_prune(prepared.refit(columns[g]), stats.hessian[g], pattern.n, pattern.m,
+                                          factor=prepared.factor))
         return columns_to_weight(np.stack(groups), values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    factor = _factor(stats, 0, stats.hessian)
-    weight = _refit(moved.reshape(-1, k), factor, stats.cross)
-    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=factor)
+    prepared = _prepared(stats, 0, stats.hessian)
+    weight = prepared.refit(moved.reshape(-1, k))
+    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=prepared.factor)
     return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
 
 
-def _factor(stats: ActivationStats, group: int, hessian: np.ndarray) -> np.ndarray:
-    """The inverse factor of ``hessian`` (this activation's, of conv group ``group``), computed once."""
+def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepared:
+    """The factors for ``hessian``, this activation's (of conv group ``group``), computed once
+    for every weight that reads it."""
     if group not in stats.factors:
-        stats.factors[group] = inverse_factor(hessian)
+        cross = None if stats.cross is None else (stats.cross if stats.cross.ndim == 2 else stats.cross[group])
+        stats.factors[group] = prepare(hessian, cross)
+        if stats.cross is not None and stats.cross.ndim == 2:
+            stats.cross = None  # now held as float32 C - H: one float64 K x K less at the peak
     return stats.factors[group]
 
 

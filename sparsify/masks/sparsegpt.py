@@ -9,9 +9,11 @@ is refused with a reason so the caller can fall back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-__all__ = ["SparseGPTError", "sparsegpt_prune"]
+__all__ = ["Prepared", "SparseGPTError", "inverse_factor", "prepare", "sparsegpt_prune"]
 
 
 class SparseGPTError(ValueError):
@@ -19,8 +21,8 @@ class SparseGPTError(ValueError):
 
 
 def _lower_inverse(lower: np.ndarray) -> np.ndarray:
-    """Inverse of a C-ordered lower-triangular matrix (LAPACK dtrtri when SciPy is installed:
-    ``lower.T`` is the same memory read as an upper-triangular Fortran matrix, so no copy)."""
+    """Inverse of a C-ordered lower-triangular matrix, in place with LAPACK dtrtri when SciPy is
+    installed (``lower.T`` is the same memory read as an upper-triangular Fortran matrix)."""
     try:
         from scipy.linalg import lapack
     except ImportError:
@@ -31,45 +33,104 @@ def _lower_inverse(lower: np.ndarray) -> np.ndarray:
     return inverse_t.T
 
 
-def _inverse_cholesky(hessian: np.ndarray, damp: float) -> np.ndarray:
-    """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
-    Cholesky factorisation: with J the reversal permutation, J H J = L L^T gives H = U0 U0^T
-    for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1."""
-    base = hessian[::-1, ::-1].copy()  # J H J
+def _cholesky_in_place(base: np.ndarray) -> np.ndarray:
+    """L with L L^T = ``base`` (C-ordered, symmetric), written over ``base`` with LAPACK dpotrf
+    when SciPy is installed (no second K x K matrix); NumPy's copy otherwise."""
+    try:
+        from scipy.linalg import lapack
+    except ImportError:
+        return np.linalg.cholesky(base)
+    upper, info = lapack.dpotrf(base.T, lower=0, clean=1, overwrite_a=1)  # base.T: Fortran, same memory
+    if info != 0:
+        raise np.linalg.LinAlgError("not positive definite")
+    return upper.T
+
+
+DAMP = 0.01  # added to H's diagonal, as a fraction of its mean (the paper's 1%)
+SHRINK = 0.2  # H's off-diagonal scaled by 1 - SHRINK: a noisy estimate from little data (docs/methods.md)
+
+
+def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int) -> np.ndarray:
+    """J H J (J the reversal), shrunk toward its diagonal, dead inputs set to 1, damped by
+    damp * 10^attempt of the mean diagonal: a new float64 matrix."""
+    base = np.array(hessian[::-1, ::-1], dtype=np.float64)
     diagonal = np.einsum("ii->i", base)  # a writable view of the diagonal
+    if shrink:
+        kept = diagonal.copy()
+        base *= 1.0 - shrink
+        diagonal[:] = kept
     diagonal[diagonal == 0] = 1.0  # dead inputs
-    mean_diag = float(np.mean(diagonal))
-    added = 0.0
+    diagonal += damp * float(np.mean(diagonal)) * 10**attempt
+    return base
+
+
+def _inverse_cholesky(hessian: np.ndarray, damp: float, shrink: float = 0.0,
+                      dtype: type = np.float64) -> np.ndarray:
+    """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
+    Cholesky factorisation in float64: with J the reversal permutation, J H J = L L^T gives
+    H = U0 U0^T for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1.
+    ``shrink`` first moves H toward its diagonal; the result is returned as ``dtype``.  One
+    float64 K x K matrix is worked on in place (plus the result)."""
     for attempt in range(6):
-        step = damp * mean_diag * (10**attempt)
-        diagonal += step - added
-        added = step
         try:
-            lower = np.linalg.cholesky(base)
+            lower = _cholesky_in_place(_damped(hessian, shrink, damp, attempt))
         except np.linalg.LinAlgError:
             continue
         # U = U0^-1 with U0 = J L J, i.e. J L^-1 J
-        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1])
+        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1], dtype=dtype)
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")
 
 
-def inverse_factor(hessian: np.ndarray, damp: float = 0.01) -> np.ndarray:
+def inverse_factor(hessian: np.ndarray, damp: float = DAMP, shrink: float = 0.0,
+                   dtype: type = np.float64) -> np.ndarray:
     """The upper factor of the damped H^-1 that :func:`sparsegpt_prune` uses (compute it once
     for weights that share a Hessian)."""
     if not np.all(np.isfinite(hessian)):
         raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
-    return _inverse_cholesky(hessian, damp)
+    return _inverse_cholesky(hessian, damp, shrink, dtype)
 
 
-def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = 0.01,
+@dataclass
+class Prepared:
+    """What every weight reading one activation (Q, K and V) shares: the upper factor U of
+    the shrunk, damped H^-1 (one factorisation, in float64) and, with a dense reference,
+    C - H.  Held in float32: the products with the weights run at twice float64's speed."""
+
+    factor: np.ndarray
+    shift: np.ndarray | None = None  # C - H, C = X^T X_dense
+
+    def refit(self, weight: np.ndarray) -> np.ndarray:
+        """Refit toward the dense output, shrunk toward the original weight:
+        argmin_A ||X A - X_dense W||^2 + (A - W)^T D (A - W) (rows here are output features), with
+        D the damping and shrinkage that the factor carries, i.e. A^T = W^T + H_d^-1 (C - H) W^T
+        where H_d^-1 = U^T U.  Directions the calibration data barely excites keep the original
+        weight; a plain least-squares refit would shrink them toward zero and overfit little
+        calibration data (docs/methods.md has the ablation).  With no drift (C = H) the weight
+        is unchanged."""
+        w = weight.astype(self.factor.dtype)
+        if self.shift is None:
+            return w
+        u = self.factor
+        return w + (u.T @ (u @ (self.shift @ w.T))).T
+
+
+def prepare(hessian: np.ndarray, cross: np.ndarray | None = None) -> Prepared:
+    """:class:`Prepared` for one Hessian (and its cross term with the dense model, if any)."""
+    if not np.all(np.isfinite(hessian)) or (cross is not None and not np.all(np.isfinite(cross))):
+        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    shift = None if cross is None else np.subtract(cross, hessian, dtype=np.float32)
+    return Prepared(_inverse_cholesky(hessian, DAMP, SHRINK, np.float32), shift)
+
+
+def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = DAMP,
                     block: int = 128, factor: np.ndarray | None = None) -> np.ndarray:
     """``weight``: [rows, K] (K = reduction axis), ``hessian``: [K, K] = X^T X; ``factor``:
     :func:`inverse_factor` of it, when already computed.
 
-    Returns the pruned and updated weight (float64); each group of m columns keeps n
-    non-zeros per row.
+    Returns the pruned and updated weight (in the factor's precision: float64 unless a float32
+    factor is given); each group of m columns keeps n non-zeros per row.
     """
-    w = np.array(weight, dtype=np.float64)
+    w = np.array(weight, dtype=np.float64 if factor is None else factor.dtype)
     rows, cols = w.shape
     if cols % m:
         raise SparseGPTError(f"reduction length {cols} is not divisible by {m}")

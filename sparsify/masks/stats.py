@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from sparsify.masks.sparsegpt import Prepared
+
 __all__ = ["ActivationStats"]
 
 
@@ -21,9 +23,9 @@ class ActivationStats:
     total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
     cross: np.ndarray | None = None  # [K, K] X^T X_dense: this input vs the dense model's
     dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
-    # SparseGPT's inverse factor per (conv) group: weights reading one activation (Q, K, V)
+    # SparseGPT's factors per (conv) group: weights reading one activation (Q, K, V)
     # share one factorisation
-    factors: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    factors: dict[int, Prepared] = field(default_factory=dict, repr=False)
 
     @property
     def dense_mean(self) -> np.ndarray:

@@ -1,0 +1,99 @@
+"""SparseGPT's shared factors: shrinkage, damping, float32 storage and the refit toward the dense output."""
+
+import numpy as np
+import pytest
+
+from sparsify.masks import sparsegpt as sg
+from sparsify.masks.sparsegpt import SparseGPTError, prepare, sparsegpt_prune
+from tests.builders import is_nm
+
+
+def _subspace_data(seed=0, k=16, rank=4, rows=400):
+    """Calibration inputs confined to a rank-``rank`` subspace of R^k, a drifted copy of them
+    (the dense model's inputs, a linear map of them) in the same subspace, and an orthonormal basis of what they miss."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((k, k)))[0]
+    seen, unseen = basis[:, :rank], basis[:, rank:]
+    x = rng.standard_normal((rows, rank)) @ seen.T
+    drift = np.eye(k) + 0.3 * seen @ rng.standard_normal((rank, rank)) @ seen.T  # linear, within the subspace
+    x_dense = x @ drift
+    return x, x_dense, unseen, rng.standard_normal((6, k))
+
+
+def test_factor_is_the_inverse_of_the_shrunk_damped_hessian():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 12))
+    h = x.T @ x
+    u = prepare(h).factor
+    assert u.dtype == np.float32 and np.allclose(np.triu(u), u)
+    mean = float(np.mean(np.diag(h)))
+    shrunk = (1 - sg.SHRINK) * h + sg.SHRINK * np.diag(np.diag(h)) + sg.DAMP * mean * np.eye(12)
+    np.testing.assert_allclose(u.astype(np.float64).T @ u, np.linalg.inv(shrunk), rtol=2e-4, atol=1e-7)
+
+
+def test_refit_is_a_no_op_without_drift():
+    x, _, _, w = _subspace_data()
+    h = x.T @ x
+    np.testing.assert_allclose(prepare(h, h.copy()).refit(w), w, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(prepare(h).refit(w), w.astype(np.float32))
+
+
+def test_refit_moves_toward_the_dense_output_on_the_calibration_data():
+    x, x_dense, _, w = _subspace_data(2)
+    a = prepare(x.T @ x, x.T @ x_dense).refit(w).astype(np.float64)
+    target = x_dense @ w.T
+    assert np.linalg.norm(x @ a.T - target) < 0.5 * np.linalg.norm(x @ w.T - target)
+
+
+def test_refit_keeps_the_weight_in_directions_the_calibration_data_never_excites():
+    """A plain damped least-squares refit, (H + lambda I)^-1 C W^T, sends those directions to
+    zero; the refit shrinks toward W instead."""
+    x, x_dense, unseen, w = _subspace_data(3)
+    h, c = x.T @ x, x.T @ x_dense
+    a = prepare(h, c).refit(w).astype(np.float64)
+    damped = h + sg.DAMP * np.mean(np.diag(h)) * np.eye(len(h))
+    plain = np.linalg.solve(damped, c @ w.T).T
+    kept = np.linalg.norm((a - w) @ unseen)
+    lost = np.linalg.norm((plain - w) @ unseen)
+    assert lost > 0.5 * np.linalg.norm(w @ unseen)  # the plain refit does lose them
+    assert kept < 0.25 * lost  # not zero: the shrinkage toward diag(H) couples a little into them
+
+
+def test_float32_factor_prunes_like_the_float64_path():
+    rng = np.random.default_rng(4)
+    w, x = rng.standard_normal((10, 32)), rng.standard_normal((200, 32))
+    h = x.T @ x
+    u64 = sg.inverse_factor(h, shrink=sg.SHRINK)
+    got = sparsegpt_prune(w, h, 2, 4, factor=prepare(h).factor)
+    expected = sparsegpt_prune(w, h, 2, 4, factor=u64)
+    assert got.dtype == np.float32 and is_nm(got, 1)
+    np.testing.assert_array_equal(got != 0, expected != 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_non_finite_cross_term_is_refused():
+    h = np.eye(8)
+    c = np.eye(8)
+    c[0, 1] = np.nan
+    with pytest.raises(SparseGPTError, match="non-finite"):
+        prepare(h, c)
+
+
+def test_without_scipy_the_numpy_factorisation_gives_the_same_factor(monkeypatch):
+    import sys
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 24))
+    h = x.T @ x
+    with_scipy = sg.inverse_factor(h, shrink=0.2)
+    monkeypatch.setitem(sys.modules, "scipy.linalg", None)  # `from scipy.linalg import lapack` now fails
+    without = sg.inverse_factor(h, shrink=0.2)
+    np.testing.assert_allclose(without, with_scipy, rtol=1e-9, atol=1e-12)
+
+
+def test_a_hessian_that_needs_more_damping_still_factors():
+    """Rank one, negative eigenvalues from round-off: the retry adds ten times the damping."""
+    v = np.arange(1, 17, dtype=np.float64)
+    h = np.outer(v, v) - 1e-3 * np.eye(16) * float(np.mean(v**2))
+    u = sg.inverse_factor(h, damp=1e-6)
+    assert np.all(np.isfinite(u)) and np.allclose(np.triu(u), u)
