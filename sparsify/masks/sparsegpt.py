@@ -156,20 +156,29 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
 
 def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, diag: np.ndarray, g: int, n: int, m: int) -> None:
     """One group of m columns: drop the m-n cheapest per row (w^2 / [H^-1]_jj^2, chosen on the
-    weights as updated so far), propagate each dropped weight's error to the group's later
-    columns one column at a time, then to the rest of the block in one product (the
-    updates are linear, so this equals the column-by-column reference)."""
-    group = w1[:, g:g + m]  # a view: updated in place
+    weights as updated so far) and propagate their errors to every later column of the block.
+
+    Column by column, a dropped column j carries e_j = (w_j - sum_{i<j} e_i U_ij) / U_jj and a
+    kept one carries nothing, so only the m-n dropped positions of each row need solving (a
+    triangular system of that size, vectorised over rows); then one product applies
+    w <- w - E U[group, g:] (which leaves the dropped entries at zero) — the same result as the
+    column-by-column reference in a fixed, small number of array operations per group."""
+    group = w1[:, g:g + m]
+    rows = np.arange(group.shape[0])[:, None]
     cost = group ** 2 / diag[g:g + m][None, :] ** 2
     order = np.argsort(cost, axis=1, kind="stable")  # the stable sort makes ties deterministic
-    drop = np.zeros(cost.shape, dtype=bool)
-    np.put_along_axis(drop, order[:, : m - n], True, axis=1)
-    errors = np.zeros_like(group)
-    for j in range(m):
-        column = group[:, j]
-        e = np.where(drop[:, j], column, 0.0) / h1[g + j, g + j]
-        errors[:, j] = e
-        group[:, j + 1:] -= np.outer(e, h1[g + j, g + j + 1:g + m])
-        group[:, j] = np.where(drop[:, j], 0.0, column)
-    w1[:, g + m:] -= errors @ h1[g:g + m, g + m:]
-    err[:, g:g + m] = errors
+    dropped = np.sort(order[:, : m - n], axis=1)  # [rows, m-n], ascending column order
+    block = h1[g:g + m, g:g + m]
+    values = group[rows, dropped]
+    errors = np.empty_like(values)
+    for t in range(m - n):
+        a = dropped[:, t]
+        value = values[:, t]
+        for s in range(t):
+            value = value - errors[:, s] * block[dropped[:, s], a]
+        errors[:, t] = value / block[a, a]
+    full = np.zeros_like(group)
+    full[rows, dropped] = errors
+    w1[:, g:] -= full @ h1[g:g + m, g:]
+    group[rows, dropped] = 0.0  # exactly zero, not round-off
+    err[:, g:g + m] = full
