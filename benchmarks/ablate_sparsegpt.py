@@ -46,23 +46,21 @@ for part in a.pop("variant").split("+"):
     if part == "no-refit":
         sg.Prepared.refit = lambda self, weight: weight.astype(self.factor.dtype)
     elif part == "refit-to-zero":  # plain damped least squares, A^T = H_d^-1 C W^T: unexcited directions shrink to zero
-        def prepare(hessian, cross=None, original=sg.prepare):
-            prepared = original(hessian, cross)
-            prepared.shift = None if cross is None else cross.astype(np.float32)  # C itself, not C - H
-            return prepared
+        methods.drift = lambda hessian, cross: cross.astype(np.float32)  # C itself, not C - H
         def refit(self, weight):
             w, u = weight.astype(self.factor.dtype), self.factor
             return w if self.shift is None else (u.T @ (u @ (self.shift @ w.T))).T
-        sg.prepare, methods.prepare, sg.Prepared.refit = prepare, prepare, refit
+        sg.Prepared.refit = refit
     elif part.startswith("refit-damp="):  # the refit with its own ridge (a second factorisation)
-        def prepare(hessian, cross=None, original=sg.prepare, ridge=float(part[11:])):
-            prepared = original(hessian, cross)
-            prepared.refit_factor = sg._inverse_cholesky(hessian, ridge, 0.0, np.float32)
-            return prepared
+        def drift(hessian, cross, original=sg.drift, ridge=float(part[11:])):
+            return original(hessian, cross), sg.inverse_factor(hessian, ridge, 0.0, np.float32)
         def refit(self, weight):
-            w, u = weight.astype(self.factor.dtype), self.refit_factor
-            return w if self.shift is None else w + (u.T @ (u @ (self.shift @ w.T))).T
-        sg.prepare, methods.prepare, sg.Prepared.refit = prepare, prepare, refit
+            w = weight.astype(self.factor.dtype)
+            if self.shift is None:
+                return w
+            shift, u = self.shift
+            return w + (u.T @ (u @ (shift @ w.T))).T
+        methods.drift, sg.Prepared.refit = drift, refit
     elif part.startswith("shrink="):
         sg.SHRINK = float(part[7:])
     elif part.startswith("damp="):

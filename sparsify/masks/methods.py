@@ -17,7 +17,7 @@ from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weig
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare, sparsegpt_prune
+from sparsify.masks.sparsegpt import Prepared, SparseGPTError, drift, obs_factor, sparsegpt_prune
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -72,10 +72,12 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepar
     """The factors for ``hessian``, this activation's (of conv group ``group``), computed once
     for every weight that reads it."""
     if group not in stats.factors:
-        cross = None if stats.cross is None else (stats.cross if stats.cross.ndim == 2 else stats.cross[group])
-        stats.factors[group] = prepare(hessian, cross)
-        if stats.cross is not None and stats.cross.ndim == 2:
-            stats.cross = None  # now held as float32 C - H: one float64 K x K less at the peak
+        shift = None
+        if stats.cross is not None:
+            shift = drift(hessian, stats.cross if stats.cross.ndim == 2 else stats.cross[group])
+            if stats.cross.ndim == 2:
+                stats.cross = None  # held as float32 C - H now: let it go before the factorisation
+        stats.factors[group] = Prepared(obs_factor(hessian), shift)
     return stats.factors[group]
 
 

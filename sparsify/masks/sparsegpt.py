@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Prepared", "SparseGPTError", "inverse_factor", "prepare", "sparsegpt_prune"]
+__all__ = ["Prepared", "SparseGPTError", "drift", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
 
 
 class SparseGPTError(ValueError):
@@ -116,10 +116,20 @@ class Prepared:
 
 def prepare(hessian: np.ndarray, cross: np.ndarray | None = None) -> Prepared:
     """:class:`Prepared` for one Hessian (and its cross term with the dense model, if any)."""
-    if not np.all(np.isfinite(hessian)) or (cross is not None and not np.all(np.isfinite(cross))):
-        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
-    shift = None if cross is None else np.subtract(cross, hessian, dtype=np.float32)
-    return Prepared(_inverse_cholesky(hessian, DAMP, SHRINK, np.float32), shift)
+    return Prepared(obs_factor(hessian), None if cross is None else drift(hessian, cross))
+
+
+def obs_factor(hessian: np.ndarray) -> np.ndarray:
+    """The float32 upper factor of the shrunk, damped H^-1 (float64 while factorising)."""
+    return inverse_factor(hessian, DAMP, SHRINK, np.float32)
+
+
+def drift(hessian: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """C - H in float32: what the refit needs of the cross term (so C itself can be let go
+    before the factorisation: one float64 K x K matrix less at the peak)."""
+    if cross.shape != hessian.shape or not np.all(np.isfinite(cross)):
+        raise SparseGPTError("calibration cross term has the wrong shape or non-finite values")
+    return np.subtract(cross, hessian, dtype=np.float32)
 
 
 def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = DAMP,
