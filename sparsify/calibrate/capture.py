@@ -18,7 +18,7 @@ from sparsify.calibrate.session import InMemoryModel
 from sparsify.calibrate.unfold import unfold
 from sparsify.masks.stats import ActivationStats
 
-__all__ = ["ActivationStats", "StatsKey", "accumulate", "activation_input", "collect_stats", "stats_key"]
+__all__ = ["ActivationStats", "StatsKey", "accumulate", "activation_input", "collect_stats", "finish", "stats_key"]
 
 
 @dataclass(frozen=True)
@@ -70,41 +70,112 @@ def _new_stats(channels: int, hessian: bool, patches: np.ndarray | None) -> Acti
     return ActivationStats(0, np.zeros(channels), matrix, np.zeros(channels))
 
 
+CHUNK_ROWS = 512  # samples are stacked up to this many rows per Gram product
+
+
 def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a^T b, per group when the inputs are [group, rows, K].  One sample's product is taken in
-    float32 (activations are float32 or narrower; the relative error of a few hundred rows is
-    ~1e-6) and added to the float64 accumulator, which is what keeps the sum over the whole
-    calibration set exact enough for the Cholesky factorisation."""
+    """a^T b, per group when the inputs are [group, rows, K].  One chunk's product (at most
+    CHUNK_ROWS rows, or one sample) is taken in float32 (activations are float32 or narrower;
+    the relative error over a few thousand rows is ~1e-6) and added to the float64
+    accumulator, which is what keeps the sum over the whole calibration set exact enough for
+    the factorisation."""
     a32, b32 = a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)
     return np.matmul(np.swapaxes(a32, -1, -2), b32)
 
 
+def _stack(blocks: list[np.ndarray]) -> np.ndarray:
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-2)
+
+
+def _add(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    if total is None:
+        return part.astype(np.float64)
+    total += part
+    return total
+
+
+def _activation(values: dict[str, np.ndarray], key: StatsKey) -> np.ndarray:
+    value = values.get(key.name)
+    if not isinstance(value, np.ndarray):
+        raise ValueError(f"activation {key.name!r} is not a tensor")
+    return value
+
+
+class _GramChunks:
+    """X^T X (and X^T (X_dense - X)) over row blocks stacked to about CHUNK_ROWS rows: fewer, larger
+    products and fewer float64 additions than one per sample, with at most one chunk held."""
+
+    def __init__(self, entry: ActivationStats):
+        self.entry = entry
+        self.mine: list[np.ndarray] = []
+        self.theirs: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, mine: np.ndarray, theirs: np.ndarray | None) -> None:
+        self.mine.append(mine)
+        if theirs is not None:
+            self.theirs.append(theirs)
+        self.count += mine.shape[-2]
+        if self.count >= CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.mine:
+            return
+        mine = _stack(self.mine)
+        if self.entry.hessian is not None:
+            self.entry.hessian += _gram(mine, mine)
+        if self.theirs:
+            if len(self.theirs) != len(self.mine):
+                raise ValueError("the dense reference lacks an activation for some samples")
+            # X^T (X_dense - X) directly: the refit needs only this difference, and a product of the
+            # difference keeps its precision in float32 (C - H taken afterwards would cancel)
+            part = _gram(mine, _stack(self.theirs) - mine)
+            if self.entry.drift is None:
+                self.entry.drift = part
+            else:
+                self.entry.drift += part
+        self.mine, self.theirs, self.count = [], [], 0
+
+
 def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hessian_for: set[StatsKey],
-               values: dict[str, np.ndarray], dense_values: dict[str, np.ndarray] | None = None) -> None:
-    """Add one calibration sample's activations (``values`` by tensor name) to ``stats``;
-    ``dense_values``: the same activations in the dense model (for ``cross``)."""
+               samples: list[dict[str, np.ndarray]], dense_samples: list[dict[str, np.ndarray]] | None = None) -> None:
+    """Add calibration samples' activations (each sample: ``{tensor name: value}``) to
+    ``stats``; ``dense_samples``: the same activations in the dense model, sample for sample
+    (for ``drift``)."""
     for key in sorted(keys, key=repr):
-        value = values.get(key.name)
-        if not isinstance(value, np.ndarray):
-            raise ValueError(f"activation {key.name!r} is not a tensor")
-        rows = _rows(value, key.axis)
-        patches = unfold(value, key.conv) if key.conv is not None and key in hessian_for else None
-        entry = stats.get(key)
-        if entry is None:
-            entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
-        entry.rows += rows.shape[0]
-        entry.total += rows.sum(axis=0, dtype=np.float64)
-        entry.sq_norm += np.einsum("ij,ij->j", rows, rows, dtype=np.float64)
-        if entry.hessian is None:
-            continue
-        mine = rows if patches is None else patches
-        entry.hessian += _gram(mine, mine)
-        if dense_values is not None and key.name in dense_values:
-            dense = dense_values[key.name]
-            theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
-            entry.cross = (0 if entry.cross is None else entry.cross) + _gram(mine, theirs)
-            entry.dense_total = (0 if entry.dense_total is None else entry.dense_total) + \
-                _rows(dense, key.axis).sum(axis=0, dtype=np.float64)
+        chunks: _GramChunks | None = None
+        for number, sample in enumerate(samples):
+            value = _activation(sample, key)
+            rows = _rows(value, key.axis)
+            patches = unfold(value, key.conv) if key.conv is not None and key in hessian_for else None
+            entry = stats.get(key)
+            if entry is None:
+                entry = stats[key] = _new_stats(rows.shape[1], key in hessian_for, patches)
+            entry.rows += rows.shape[0]
+            entry.total += rows.sum(axis=0)  # float32 per sample, float64 over the set
+            entry.sq_norm += np.einsum("ij,ij->j", rows, rows)
+            if entry.hessian is None:
+                continue
+            dense = dense_samples[number].get(key.name) if dense_samples is not None else None
+            theirs = None
+            if isinstance(dense, np.ndarray):
+                theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
+                entry.dense_total = _add(entry.dense_total, _rows(dense, key.axis).sum(axis=0))
+            chunks = chunks or _GramChunks(entry)
+            chunks.add(rows if patches is None else patches, theirs)
+        if chunks is not None:
+            chunks.flush()
+
+
+def finish(stats: dict[StatsKey, ActivationStats]) -> dict[StatsKey, ActivationStats]:
+    """Once every sample is in: the Hessians were summed in float64 for precision; what uses
+    them (SparseGPT's shrinkage, damping and factorisation) works in float32, so they are kept
+    as float32 from here on: half the memory while the stage's weights are pruned."""
+    for entry in stats.values():
+        if entry.hessian is not None:
+            entry.hessian = entry.hessian.astype(np.float32)
+    return stats
 
 
 def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[str, np.ndarray]],
@@ -113,7 +184,7 @@ def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[st
     segments); Hessians (``X^T X``, per group for a conv's patches) only for ``hessian_for``.
 
     With ``reference`` (a session of the dense model that outputs these activations; it never
-    changes, so the caller makes it once), also ``cross = X^T X_dense`` for those, so a layer
+    changes, so the caller makes it once), also ``drift = X^T (X_dense - X)`` for those, so a layer
     can be refit toward the dense model's output rather than its own drifted input's.
     """
     names = sorted({key.name for key in keys})
@@ -124,7 +195,7 @@ def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[st
     stats: dict[StatsKey, ActivationStats] = {}
     for feed in feeds:
         values = dict(zip(outputs, session.run(outputs, feed), strict=True))
-        dense_values = dict(zip(dense_names, dense_session.run(dense_names, feed), strict=True)) \
+        dense_values = [dict(zip(dense_names, dense_session.run(dense_names, feed), strict=True))] \
             if dense_session is not None else None
-        accumulate(stats, keys, hessian_for, values, dense_values)
-    return stats
+        accumulate(stats, keys, hessian_for, [values], dense_values)
+    return finish(stats)

@@ -12,7 +12,7 @@ from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.targets import LayerRow, Status, group_by_weight
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
-from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, stats_key
+from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, finish, stats_key
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.segments import SegmentedRun
@@ -158,11 +158,10 @@ class _DataAwarePass:
         if self.live is not None:
             try:
                 values = self.live.advance()
-                dense = self.dense_live.advance() if self.dense_live is not None else [None] * len(values)
+                dense = self.dense_live.advance() if self.dense_live is not None else None
                 stats: dict = {}
-                for sample, reference in zip(values, dense, strict=True):
-                    accumulate(stats, keys, hessian_for, sample, reference)
-                return stats
+                accumulate(stats, keys, hessian_for, values, dense)
+                return finish(stats)
             except Exception as exc:  # noqa: BLE001 - ORT raises many types; any of them: use whole-model runs
                 self._whole_model_note = f"calibration ran the whole model per stage (segments failed: {str(exc)[:120]})"
                 self.live = self.dense_live = None

@@ -17,7 +17,7 @@ from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weig
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import Prepared, SparseGPTError, drift, obs_factor, sparsegpt_prune
+from sparsify.masks.sparsegpt import Prepared, SparseGPTError, obs_factor, sparsegpt_prune
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -73,10 +73,10 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepar
     for every weight that reads it."""
     if group not in stats.factors:
         shift = None
-        if stats.cross is not None:
-            shift = drift(hessian, stats.cross if stats.cross.ndim == 2 else stats.cross[group])
-            if stats.cross.ndim == 2:
-                stats.cross = None  # held as float32 C - H now: let it go before the factorisation
+        if stats.drift is not None:
+            shift = stats.drift if stats.drift.ndim == 2 else stats.drift[group]
+            if shift.shape != hessian.shape or not np.all(np.isfinite(shift)):
+                raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
         stats.factors[group] = Prepared(obs_factor(hessian), shift)
     return stats.factors[group]
 

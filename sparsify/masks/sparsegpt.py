@@ -13,34 +13,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Prepared", "SparseGPTError", "drift", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
+__all__ = ["Prepared", "SparseGPTError", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
 
 
 class SparseGPTError(ValueError):
     """SparseGPT cannot handle this weight (the message says why)."""
 
 
-def _lower_inverse(lower: np.ndarray) -> np.ndarray:
-    """Inverse of a C-ordered lower-triangular matrix, in place with LAPACK dtrtri when SciPy is
-    installed (``lower.T`` is the same memory read as an upper-triangular Fortran matrix)."""
+def _lapack(name: str, like: np.ndarray):
+    """SciPy's LAPACK routine ``name`` for ``like``'s precision (dpotrf or spotrf, ...), or None
+    without SciPy."""
     try:
         from scipy.linalg import lapack
     except ImportError:
+        return None
+    return lapack.get_lapack_funcs(name, (like,))
+
+
+def _lower_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverse of a C-ordered lower-triangular matrix, in place with LAPACK trtri when SciPy is
+    installed (``lower.T`` is the same memory read as an upper-triangular Fortran matrix)."""
+    trtri = _lapack("trtri", lower)
+    if trtri is None:
         return np.linalg.inv(lower)
-    inverse_t, info = lapack.dtrtri(lower.T, lower=0, overwrite_c=1)
+    inverse_t, info = trtri(lower.T, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError("singular triangular factor")
     return inverse_t.T
 
 
 def _cholesky_in_place(base: np.ndarray) -> np.ndarray:
-    """L with L L^T = ``base`` (C-ordered, symmetric), written over ``base`` with LAPACK dpotrf
+    """L with L L^T = ``base`` (C-ordered, symmetric), written over ``base`` with LAPACK potrf
     when SciPy is installed (no second K x K matrix); NumPy's copy otherwise."""
-    try:
-        from scipy.linalg import lapack
-    except ImportError:
+    potrf = _lapack("potrf", base)
+    if potrf is None:
         return np.linalg.cholesky(base)
-    upper, info = lapack.dpotrf(base.T, lower=0, clean=1, overwrite_a=1)  # base.T: Fortran, same memory
+    upper, info = potrf(base.T, lower=0, clean=1, overwrite_a=1)  # base.T: Fortran, same memory
     if info != 0:
         raise np.linalg.LinAlgError("not positive definite")
     return upper.T
@@ -50,10 +58,10 @@ DAMP = 0.01  # added to H's diagonal, as a fraction of its mean (the paper's 1%)
 SHRINK = 0.2  # H's off-diagonal scaled by 1 - SHRINK: a noisy estimate from little data (docs/methods.md)
 
 
-def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int) -> np.ndarray:
+def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype: type) -> np.ndarray:
     """J H J (J the reversal), shrunk toward its diagonal, dead inputs set to 1, damped by
-    damp * 10^attempt of the mean diagonal: a new float64 matrix."""
-    base = np.array(hessian[::-1, ::-1], dtype=np.float64)
+    damp * 10^attempt of the mean diagonal: a new ``dtype`` matrix."""
+    base: np.ndarray = np.array(hessian[::-1, ::-1], dtype=dtype)
     diagonal = np.einsum("ii->i", base)  # a writable view of the diagonal
     if shrink:
         kept = diagonal.copy()
@@ -67,13 +75,13 @@ def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int) -> np
 def _inverse_cholesky(hessian: np.ndarray, damp: float, shrink: float = 0.0,
                       dtype: type = np.float64) -> np.ndarray:
     """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
-    Cholesky factorisation in float64: with J the reversal permutation, J H J = L L^T gives
-    H = U0 U0^T for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1.
-    ``shrink`` first moves H toward its diagonal; the result is returned as ``dtype``.  One
-    float64 K x K matrix is worked on in place (plus the result)."""
+    Cholesky factorisation: with J the reversal permutation, J H J = L L^T gives H = U0 U0^T
+    for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1.  ``shrink``
+    first moves H toward its diagonal.  One K x K ``dtype`` matrix is worked on in place, plus
+    the result (the Hessian itself was summed in float64)."""
     for attempt in range(6):
         try:
-            lower = _cholesky_in_place(_damped(hessian, shrink, damp, attempt))
+            lower = _cholesky_in_place(_damped(hessian, shrink, damp, attempt, dtype))
         except np.linalg.LinAlgError:
             continue
         # U = U0^-1 with U0 = J L J, i.e. J L^-1 J
@@ -93,11 +101,13 @@ def inverse_factor(hessian: np.ndarray, damp: float = DAMP, shrink: float = 0.0,
 @dataclass
 class Prepared:
     """What every weight reading one activation (Q, K and V) shares: the upper factor U of
-    the shrunk, damped H^-1 (one factorisation, in float64) and, with a dense reference,
-    C - H.  Held in float32: the products with the weights run at twice float64's speed."""
+    the shrunk, damped H^-1 (one factorisation) and, with a dense reference, C - H.  In
+    float32, as in the reference implementation: the factorisation and the products with the
+    weights run at twice float64's speed in half the memory, and the damping keeps the
+    factorisation well conditioned (H itself is summed in float64)."""
 
     factor: np.ndarray
-    shift: np.ndarray | None = None  # C - H, C = X^T X_dense
+    shift: np.ndarray | None = None  # C - H = X^T (X_dense - X)
 
     def refit(self, weight: np.ndarray) -> np.ndarray:
         """Refit toward the dense output, shrunk toward the original weight:
@@ -114,22 +124,16 @@ class Prepared:
         return w + (u.T @ (u @ (self.shift @ w.T))).T
 
 
-def prepare(hessian: np.ndarray, cross: np.ndarray | None = None) -> Prepared:
-    """:class:`Prepared` for one Hessian (and its cross term with the dense model, if any)."""
-    return Prepared(obs_factor(hessian), None if cross is None else drift(hessian, cross))
+def prepare(hessian: np.ndarray, drift: np.ndarray | None = None) -> Prepared:
+    """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any)."""
+    if drift is not None and (drift.shape != hessian.shape or not np.all(np.isfinite(drift))):
+        raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
+    return Prepared(obs_factor(hessian), None if drift is None else drift.astype(np.float32, copy=False))
 
 
 def obs_factor(hessian: np.ndarray) -> np.ndarray:
-    """The float32 upper factor of the shrunk, damped H^-1 (float64 while factorising)."""
+    """The float32 upper factor of the shrunk, damped H^-1."""
     return inverse_factor(hessian, DAMP, SHRINK, np.float32)
-
-
-def drift(hessian: np.ndarray, cross: np.ndarray) -> np.ndarray:
-    """C - H in float32: what the refit needs of the cross term (so C itself can be let go
-    before the factorisation: one float64 K x K matrix less at the peak)."""
-    if cross.shape != hessian.shape or not np.all(np.isfinite(cross)):
-        raise SparseGPTError("calibration cross term has the wrong shape or non-finite values")
-    return np.subtract(cross, hessian, dtype=np.float32)
 
 
 def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = DAMP,
@@ -151,20 +155,22 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
     w[:, np.diag(hessian) == 0] = 0.0  # inputs never active: their weights never matter
     hinv = _inverse_cholesky(hessian, damp) if factor is None else factor
     block = max(m, (block // m) * m)
+    row_index = np.arange(rows)[:, None]
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = w[:, i1:i2].copy()
         err = np.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
-        diag = np.diag(h1)
+        scale = 1.0 / np.diag(h1) ** 2  # the cost of dropping w_j is w_j^2 / [H^-1]_jj^2
         for g in range(0, i2 - i1, m):
-            _prune_group(w1, err, h1, diag, g, n, m)
+            _prune_group(w1, err, h1, scale, row_index, g, n, m)
         w[:, i1:i2] = w1
         w[:, i2:] -= err @ hinv[i1:i2, i2:]
     return w
 
 
-def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, diag: np.ndarray, g: int, n: int, m: int) -> None:
+def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndarray, rows: np.ndarray,
+                 g: int, n: int, m: int) -> None:
     """One group of m columns: drop the m-n cheapest per row (w^2 / [H^-1]_jj^2, chosen on the
     weights as updated so far) and propagate their errors to every later column of the block.
 
@@ -174,8 +180,7 @@ def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, diag: np.ndarr
     w <- w - E U[group, g:] (which leaves the dropped entries at zero) — the same result as the
     column-by-column reference in a fixed, small number of array operations per group."""
     group = w1[:, g:g + m]
-    rows = np.arange(group.shape[0])[:, None]
-    cost = group ** 2 / diag[g:g + m][None, :] ** 2
+    cost = group ** 2 * scale[g:g + m]
     order = np.argsort(cost, axis=1, kind="stable")  # the stable sort makes ties deterministic
     dropped = np.sort(order[:, : m - n], axis=1)  # [rows, m-n], ascending column order
     block = h1[g:g + m, g:g + m]
@@ -187,8 +192,7 @@ def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, diag: np.ndarr
         for s in range(t):
             value = value - errors[:, s] * block[dropped[:, s], a]
         errors[:, t] = value / block[a, a]
-    full = np.zeros_like(group)
+    full = err[:, g:g + m]  # zeros so far: filled with this group's errors in place
     full[rows, dropped] = errors
     w1[:, g:] -= full @ h1[g:g + m, g:]
     group[rows, dropped] = 0.0  # exactly zero, not round-off
-    err[:, g:g + m] = full

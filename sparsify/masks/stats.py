@@ -19,9 +19,9 @@ __all__ = ["ActivationStats"]
 class ActivationStats:
     rows: int
     sq_norm: np.ndarray  # [K]
-    hessian: np.ndarray | None = None  # [K, K], float64
+    hessian: np.ndarray | None = None  # [K, K]: summed in float64, float32 once complete
     total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
-    cross: np.ndarray | None = None  # [K, K] X^T X_dense: this input vs the dense model's
+    drift: np.ndarray | None = None  # [K, K] float32 X^T (X_dense - X): this input vs the dense model's
     dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
     # SparseGPT's factors per (conv) group: weights reading one activation (Q, K, V)
     # share one factorisation

@@ -1,0 +1,49 @@
+"""Calibration statistics against plain NumPy over all rows at once, for every chunk size."""
+
+import numpy as np
+import pytest
+
+from sparsify.calibrate import capture
+from sparsify.calibrate.capture import StatsKey, accumulate
+
+
+def _samples(seed=0, k=6):
+    """Samples of different lengths ([1, tokens, k]), as a segmented run hands them over."""
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.standard_normal((1, tokens, k)).astype(np.float32)} for tokens in (5, 9, 3, 12, 7)]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 8, 10, 1000])
+def test_sums_hessian_and_drift_equal_numpy_over_all_rows(monkeypatch, chunk_rows):
+    monkeypatch.setattr(capture, "CHUNK_ROWS", chunk_rows)
+    samples, dense = _samples(1), _samples(2)
+    key = StatsKey("x", -1)
+    stats: dict = {}
+    accumulate(stats, {key}, {key}, samples[:2], dense[:2])
+    accumulate(stats, {key}, {key}, samples[2:], dense[2:])  # two calls add up, as over stages' batches
+    x = np.concatenate([s["x"].reshape(-1, 6) for s in samples]).astype(np.float64)
+    xd = np.concatenate([s["x"].reshape(-1, 6) for s in dense]).astype(np.float64)
+    entry = stats[key]
+    assert entry.rows == len(x) == 36
+    np.testing.assert_allclose(entry.hessian, x.T @ x, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(entry.drift, x.T @ (xd - x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(entry.sq_norm, (x ** 2).sum(0), rtol=1e-5)
+    np.testing.assert_allclose(entry.total, x.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(entry.dense_total, xd.sum(0), rtol=1e-5, atol=1e-5)
+    assert entry.hessian.dtype == np.float64 and entry.drift.dtype == np.float32
+    hessian = entry.hessian.copy()
+    capture.finish(stats)  # the sum is complete: kept as float32 for the float32 factorisation
+    assert entry.hessian.dtype == np.float32
+    np.testing.assert_allclose(entry.hessian, hessian, rtol=1e-6)
+
+
+def test_without_a_hessian_only_the_norms_are_kept():
+    key = StatsKey("x", -1)
+    stats: dict = {}
+    accumulate(stats, {key}, set(), _samples(3), _samples(4))
+    assert stats[key].hessian is None and stats[key].drift is None and stats[key].rows == 36
+
+
+def test_a_missing_activation_is_an_error_that_names_it():
+    with pytest.raises(ValueError, match="'y'"):
+        accumulate({}, {StatsKey("y", -1)}, set(), _samples())
