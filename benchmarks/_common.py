@@ -34,3 +34,13 @@ def worktree(rev: str, folder: Path) -> Path:
 
 def remove_worktree(folder: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+
+
+def write_results(folder: Path, text: str, data) -> None:
+    """Print the Markdown table and keep it, with the raw numbers, as results.md and results.json."""
+    import json
+
+    print(text)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.md").write_text(text + "\n")
+    (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT
+from _common import ROOT, write_results
 from eval_minilm import calibration_files, embeddings, export, real_sentences, tokenize
 
 PRUNE = """
@@ -124,9 +124,7 @@ def main() -> None:
         cells = [f"{r['mean_cosine']:.4f}" for v in variants for r in rows if r["sentences"] == size and r["variant"] == v]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
     text = "\n".join(lines)
-    print(text)
-    (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results(args.out, text, rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, measure, remove_worktree, worktree
+from _common import ROOT, measure, remove_worktree, worktree, write_results
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -101,11 +101,7 @@ def main() -> None:
     if today is not None:
         remove_worktree(today)
     text = report(results)
-    print(text)
-    out = HERE / "out" / "calibration"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(HERE / "out" / "calibration", text, results)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,12 +13,12 @@ Data: ``mnist1d`` (generated locally) and scikit-learn's bundled digits.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from _common import write_results
 
 import sparsify
 
@@ -99,9 +99,7 @@ def main():
                      f"{mean['magnitude']:.4f} | {mean['wanda']:.4f} | {mean['sparsegpt']:.4f} | {ratio:.2f} | "
                      f"{mean['budget_test']:.4f} ({layers}) |")
     text = "\n".join(lines)
-    print(text)
-    (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_results(args.out, text, rows)
 
 
 if __name__ == "__main__":

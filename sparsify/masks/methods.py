@@ -17,7 +17,7 @@ from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weig
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import Prepared, SparseGPTError, obs_factor, sparsegpt_prune
+from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare, sparsegpt_prune
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -72,12 +72,8 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepar
     """The factors for ``hessian``, this activation's (of conv group ``group``), computed once
     for every weight that reads it."""
     if group not in stats.factors:
-        shift = None
-        if stats.drift is not None:
-            shift = stats.drift if stats.drift.ndim == 2 else stats.drift[group]
-            if shift.shape != hessian.shape or not np.all(np.isfinite(shift)):
-                raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
-        stats.factors[group] = Prepared(obs_factor(hessian), shift)
+        drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
+        stats.factors[group] = prepare(hessian, drift)
     return stats.factors[group]
 
 

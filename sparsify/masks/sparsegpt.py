@@ -148,7 +148,8 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
     rows, cols = w.shape
     if cols % m:
         raise SparseGPTError(f"reduction length {cols} is not divisible by {m}")
-    if hessian.shape != (cols, cols) or not np.all(np.isfinite(hessian)):
+    # a given factor was made from this Hessian, which was checked then: not read again per weight
+    if hessian.shape != (cols, cols) or (factor is None and not np.all(np.isfinite(hessian))):
         raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
     if not np.all(np.isfinite(w)):
         raise SparseGPTError("weight holds non-finite values")
