@@ -19,7 +19,6 @@ Results: a Markdown table on stdout and in ``benchmarks/out/results.md`` (+ ``.j
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -27,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _common import measure, remove_worktree, worktree
+from _common import measure, remove_worktree, worktree, write_results
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -174,11 +173,7 @@ def main() -> None:
                  f"peak RSS / model size {x['sparsify']['peak_rss_mb'] / x['file_mb']:.2f}")
     lines += ratio_lines("embedded", e) + ratio_lines("external data", x)
     text = "\n".join(lines)
-    print(text)
-    out = HERE / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(HERE / "out", text, results)
     if today is not None:
         remove_worktree(today)
     shutil.rmtree(work, ignore_errors=True)

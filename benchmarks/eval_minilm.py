@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from _common import ROOT, remove_worktree, worktree
+from _common import ROOT, remove_worktree, worktree, write_results
 
 PRUNE = ("import json, sys, sparsify; a = json.loads(sys.argv[1]); "
          "sparsify.prune(a.pop('model'), output=a.pop('output'), **a)")
@@ -193,10 +193,10 @@ def main() -> None:
         print(rows[-1], flush=True)
     if today is not None:
         remove_worktree(today)
-    write_results(args, rows, reference.shape[0], len(calib), export_cos, forward)
+    report_results(args, rows, reference.shape[0], len(calib), export_cos, forward)
 
 
-def write_results(args, rows: list[dict], held_out: int, calibrated: int, export_cos: float, forward: float) -> None:
+def report_results(args, rows: list[dict], held_out: int, calibrated: int, export_cos: float, forward: float) -> None:
     lines = [f"all-MiniLM-L6-v2, 2:4 on every Linear, {held_out} held-out sentences, "
              f"{calibrated} calibration sentences; export check: cosine(ONNX, sentence-transformers) = {export_cos:.5f}",
              "", "| method | pruned / targets | mean cosine vs dense | min cosine | permuted layers (mean kept-magnitude gain) | seconds | seconds before | / floor |",
@@ -213,10 +213,8 @@ def write_results(args, rows: list[dict], held_out: int, calibrated: int, export
     lines.append(f"floor = magnitude pass + one dense ONNX Runtime forward over the calibration set "
                  f"({forward:.1f} s) = {'-' if floor is None else f'{floor:.1f} s'}")
     text = "\n".join(lines)
-    print(text)
-    (args.out / "results.md").write_text(text + "\n")
-    (args.out / "results.json").write_text(json.dumps({"export_cosine": export_cos, "dense_forward_s": forward,
-                                                        "today": args.today, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, text, {"export_cosine": export_cos, "dense_forward_s": forward, "today": args.today,
+                                   "rows": rows})
 
 
 if __name__ == "__main__":
