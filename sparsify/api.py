@@ -260,7 +260,10 @@ def _prune_and_verify(loaded: LoadedModel, index: GraphIndex, path: Path, rows: 
     else:
         from sparsify.calibrate.pipeline import prune_data_aware  # imports onnxruntime
 
-        budget = prune_data_aware(loaded, index, rows, run.nm, writer, data_aware, report.zeroed, run.progress)
+        calibration: dict = {}
+        budget = prune_data_aware(loaded, index, rows, run.nm, writer, data_aware, report.zeroed, run.progress,
+                                  calibration)
+        report.calibration = calibration or None
         report.budget = asdict(budget) if budget is not None else None
     candidate = writer.finish()
     timings["prune_and_write"] = time.perf_counter() - t0

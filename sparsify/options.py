@@ -10,6 +10,7 @@ Each field is an API keyword of :func:`sparsify.prune`, and its metadata generat
 from __future__ import annotations
 
 import argparse
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -84,6 +85,10 @@ class PruneOptions:
                                                "error is at most X")
     eval_data: ArraySource | None = _opt(None, "--eval", metavar="FILE.npz", group=_DATA_AWARE,
                                          help="labelled evaluation set: the inputs plus class indices under 'labels'")
+    activation_memory: int | None = _opt(None, "--activation-memory", kind=int, metavar="BYTES", group=_DATA_AWARE,
+                                         help="calibration activations held in memory, at most; beyond it they wait "
+                                              "in memory-mapped files beside the output (default: a quarter of RAM; "
+                                              "0: always on disk)")
     max_input_bytes: int | None = _opt(None, "--max-input-bytes", kind=int, metavar="N",
                                        help="refuse npz files whose arrays declare more than N bytes in total "
                                             "(default 8 GiB)")
@@ -130,6 +135,23 @@ class PruneOptions:
         """Every check that needs no file: one usage error naming the option, before any work."""
         n = lambda option: self.name(option, interface)  # noqa: E731 - a short local alias
         self.nm()
+        self._validate_numbers(n)
+        if self.min_top1_agreement is not None and not 0 <= self.min_top1_agreement <= 1:
+            raise UsageError(f"{n('min_top1_agreement')} must be in [0, 1], got {self.min_top1_agreement}")
+        if not self.verify and (self.max_rel_error is not None or self.min_top1_agreement is not None):
+            verify = "--no-verify" if interface == "cli" else "verify=False"
+            raise UsageError(f"{verify} cannot be combined with a parity gate")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown {n('method')} {self.method!r}: choose from {', '.join(METHODS)}")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError(f"{n('seed')} must be a non-negative integer below 2**63, got {self.seed}")
+        self._validate_data_aware(n)
+        if self.masks is not None and self.data_aware().beyond_magnitude:
+            raise UsageError(f"{n('masks')} applies given masks: it cannot be combined with {n('method')}, "
+                             f"{n('permute')} or a budget")
+
+    def _validate_numbers(self, n) -> None:
+        """Numeric options become float / int (numpy scalars too); signs and ranges checked."""
         for option in ("max_rel_error", "min_top1_agreement", "max_accuracy_drop", "max_output_drift"):
             value = getattr(self, option)
             if value is None:
@@ -140,21 +162,16 @@ class PruneOptions:
                 raise UsageError(f"{n(option)} must be a number, got {value!r}") from None
             if option != "min_top1_agreement" and not getattr(self, option) >= 0:
                 raise UsageError(f"{n(option)} must be >= 0, got {value}")
-        if self.min_top1_agreement is not None and not 0 <= self.min_top1_agreement <= 1:
-            raise UsageError(f"{n('min_top1_agreement')} must be in [0, 1], got {self.min_top1_agreement}")
-        if not self.verify and (self.max_rel_error is not None or self.min_top1_agreement is not None):
-            verify = "--no-verify" if interface == "cli" else "verify=False"
-            raise UsageError(f"{verify} cannot be combined with a parity gate")
-        if self.method not in METHODS:
-            raise UsageError(f"unknown {n('method')} {self.method!r}: choose from {', '.join(METHODS)}")
-        if not 0 <= self.seed < 2**63:
-            raise UsageError(f"{n('seed')} must be a non-negative integer below 2**63, got {self.seed}")
-        if self.max_input_bytes is not None and self.max_input_bytes < 0:
-            raise UsageError(f"{n('max_input_bytes')} must be >= 0, got {self.max_input_bytes}")
-        self._validate_data_aware(n)
-        if self.masks is not None and self.data_aware().beyond_magnitude:
-            raise UsageError(f"{n('masks')} applies given masks: it cannot be combined with {n('method')}, "
-                             f"{n('permute')} or a budget")
+        for option in ("max_input_bytes", "activation_memory"):
+            value = getattr(self, option)
+            if value is None:
+                continue
+            try:
+                setattr(self, option, operator.index(value))  # numpy integers too, never a float or a bool
+            except TypeError:
+                raise UsageError(f"{n(option)} must be an integer number of bytes, got {value!r}") from None
+            if isinstance(value, bool) or getattr(self, option) < 0:
+                raise UsageError(f"{n(option)} must be an integer >= 0, got {value!r}")
 
     def _validate_data_aware(self, n) -> None:
         calibrated = self.method in NEEDS_CALIBRATION
@@ -168,6 +185,8 @@ class PruneOptions:
         if not self.bias_correction and not calibrated:
             off = "--no-bias-correction" if n("method") == "--method" else "bias_correction=False"
             raise UsageError(f"{off} applies only to {n('method')} wanda or sparsegpt")
+        if self.activation_memory is not None and not self.calibration:
+            raise UsageError(f"{n('activation_memory')} applies only with {n('calibration')} data")
         if self.eval_data is not None and not budget:
             raise UsageError(f"{n('eval_data')} is used only by {n('max_accuracy_drop')} or {n('max_output_drift')}")
         if self.max_accuracy_drop is not None and self.max_output_drift is not None:
@@ -181,7 +200,8 @@ class PruneOptions:
 
     def data_aware(self) -> DataAwareOptions:
         return DataAwareOptions(self.method, list(self.calibration), self.max_accuracy_drop, self.max_output_drift,
-                                self.eval_data, self.inputs, self.bias_correction, self.permute)
+                                self.eval_data, self.inputs, self.bias_correction, self.permute,
+                                self.activation_memory)
 
     def read_files(self) -> dict[str, list[Path]]:
         """The npz files these options read, by field (arrays given in memory are not files)."""

@@ -83,6 +83,7 @@ class Report:
     zeroed: dict[str, int] = field(default_factory=dict)  # weight name -> newly zeroed entries
     report_path: str | None = None
     budget: dict | None = None  # accuracy budget outcome (see calibrate/budget.py)
+    calibration: dict | None = None  # how calibration ran (wanda/sparsegpt/budgets with data); see calibrate/pipeline.py
 
     @property
     def gates_passed(self) -> bool:
@@ -121,6 +122,7 @@ class Report:
             "targets": [_row(t) for t in self.rows], "totals": self.totals(),
             "parity": self.parity.to_dict() if self.parity else None, "budget": self.budget,
             "warnings": self.warnings, "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     def json_text(self) -> str:

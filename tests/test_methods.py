@@ -140,6 +140,10 @@ def test_fp16_sparsegpt_keeps_pattern_after_rounding(tmp_path):
     ({"max_accuracy_drop": 0.01}, "needs eval_data="),
     ({"max_output_drift": 0.1, "max_accuracy_drop": 0.1, "eval_data": "x"}, "not both"),
     ({"max_output_drift": -1, "inputs": "x"}, "must be >= 0"),
+    ({"method": "wanda", "calibration": "c.npz", "activation_memory": -1}, "activation_memory= must be an integer >= 0"),
+    ({"method": "wanda", "calibration": "c.npz", "activation_memory": 1.5}, "activation_memory= must be an integer"),
+    ({"method": "wanda", "calibration": "c.npz", "activation_memory": True}, "activation_memory= must be an integer"),
+    ({"activation_memory": 0}, "activation_memory= applies only with calibration="),
 ])
 def test_data_aware_usage_errors(tmp_path, kwargs, match):
     with pytest.raises(UsageError, match=match):
@@ -399,3 +403,81 @@ def test_data_aware_pass_never_loads_the_whole_model(tmp_path, monkeypatch, meth
     assert set(a) == set(b)
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _activation_folders(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".sparsify-activations-"))
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_activations_on_disk_give_the_same_weights(tmp_path, monkeypatch, method):
+    """With no memory for activations every live tensor waits in a memory-mapped file beside the
+    output: the statistics really read those files, the weights are bit for bit those of the
+    in-memory run, the report says how much went to disk, and no file is left behind."""
+    from sparsify.calibrate import pipeline
+
+    path = _residual_mlp(tmp_path)
+    cal = {"method": method, "calibration": [str(tmp_path / "cal.npz")], "verify": False}
+    in_memory = sparsify.prune(path, output=tmp_path / "mem.onnx", **cal)
+    seen = []
+    real_accumulate = pipeline.accumulate
+
+    def spying(stats, keys, hessian_for, samples, dense=None):
+        seen.append((all(isinstance(v, np.memmap) for s in samples for v in s.values()),
+                     len(list((tmp_path).glob(".sparsify-activations-*/segment-*")))))
+        return real_accumulate(stats, keys, hessian_for, samples, dense)
+
+    monkeypatch.setattr(pipeline, "accumulate", spying)
+    on_disk = sparsify.prune(path, output=tmp_path / "disk.onnx", activation_memory=0, **cal)
+    # the first stage reads the model inputs (the calibration file's arrays); every later one reads files
+    assert seen[0] == (False, 0) and len(seen) > 3 and all(memmapped for memmapped, _ in seen[1:])
+    runs = 2 if method == "sparsegpt" else 1  # sparsegpt also carries the dense model's activations
+    assert all(runs <= folders <= 2 * runs for _, folders in seen[1:])  # a segment's inputs and outputs, no more
+    a, b = weights(tmp_path / "mem.onnx"), weights(tmp_path / "disk.onnx")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert in_memory.calibration["activation_bytes_on_disk"] == 0
+    assert on_disk.calibration["activation_bytes_on_disk"] >= on_disk.calibration["activation_bytes_peak"] > 0
+    assert on_disk.calibration == {**on_disk.calibration, "samples": 6, "segmented": True,
+                                   "activation_memory_limit_bytes": 0}
+    assert _activation_folders(tmp_path) == []
+
+
+def test_activation_files_are_removed_when_pruning_fails(tmp_path, monkeypatch):
+    from sparsify.calibrate import pipeline
+
+    path = _residual_mlp(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = []
+    real = pipeline.prune_with_method
+
+    def failing(*args, **kwargs):
+        calls.append(_activation_folders(out))
+        if len(calls) == 3:
+            raise RuntimeError("injected failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prune_with_method", failing)
+    with pytest.raises(RuntimeError, match="injected"):
+        sparsify.prune(path, output=out / "m.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")],
+                       activation_memory=0, verify=False)
+    assert calls[2], "the activations were on disk when the failure came"
+    assert sorted(p.name for p in out.iterdir()) == []  # no activation file, no partial output
+
+
+def test_cli_activation_memory(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = _residual_mlp(tmp_path)
+    base = [sys.executable, "-m", "sparsify", str(path), "--method", "wanda", "--calibration", str(tmp_path / "cal.npz"),
+            "--no-verify", "-q"]
+    good = subprocess.run([*base, "--activation-memory", "0"], capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    data = json.loads((tmp_path / "res.sparse.report.json").read_text())
+    assert data["calibration"]["activation_bytes_on_disk"] > 0 and data["arguments"]["activation_memory"] == 0
+    for value, message in (("-3", "--activation-memory must be an integer >= 0"), ("1e9", "invalid int value")):
+        bad = subprocess.run([*base, "--activation-memory", value], capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

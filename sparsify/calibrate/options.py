@@ -19,6 +19,7 @@ class DataAwareOptions:
     inputs: ArraySource | None = None
     bias_correction: bool = True  # calibrated methods move each layer's output mean back
     permute: bool = False  # search input-channel permutations where a graph equivalent exists
+    activation_memory: int | None = None  # bytes of calibration activations held in memory (None: a quarter of RAM)
 
     @property
     def beyond_magnitude(self) -> bool:

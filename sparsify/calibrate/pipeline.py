@@ -10,6 +10,7 @@ from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex
 from sparsify.analysis.targets import LayerRow, Status, group_by_weight
+from sparsify.calibrate.activation_store import ActivationStore, default_activation_memory
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
 from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, finish, stats_key
@@ -86,12 +87,19 @@ def _stages(groups: list[list[LayerRow]], index: GraphIndex) -> list[list[list[L
 
 def prune_data_aware(loaded: LoadedModel, index: GraphIndex, targets: list[LayerRow], pattern: NMPattern,
                      writer: ModelWriter, options: DataAwareOptions, zeroed: dict[str, int],
-                     progress=None) -> BudgetResult | None:
+                     progress=None, calibration_summary: dict | None = None) -> BudgetResult | None:
     """Prune the active targets with ``options.method``; calibrated methods run sequentially
     (as in SparseGPT): each stage's activations are measured on the model whose earlier
-    layers are already pruned, so later layers compensate for earlier error."""
+    layers are already pruned, so later layers compensate for earlier error.
+    ``calibration_summary`` (when given) receives how the calibration ran (report ``calibration``)."""
+    if calibration_summary is None:
+        calibration_summary = {}
     run = _DataAwarePass(loaded, index, group_by_weight(targets), pattern, options, writer)
-    run.prune(progress)
+    try:
+        run.prune(progress)
+    finally:
+        run.close_segments()  # also on an error or an interrupt: no activation file is left behind
+    calibration_summary.update(run.calibration_summary())
     budget = _apply_budget(run.memory.in_memory(), options, run.results, run.bias_updates) if options.budget else None
     run.write(writer, budget, zeroed)
     return budget
@@ -106,6 +114,7 @@ class _DataAwarePass:
         # Without a budget every pruned weight is final when made: written at once and read back
         # from the output when a later segment needs it, so memory holds one weight at a time.
         self.writer = None if options.budget else writer
+        self.output_folder = writer.output.parent  # activation files go beside the output
         self.streamed: set[str] = set()  # weights already written by _prune_weight
         self.memory = StreamedModel(loaded)  # weights stay in the file; changes are kept by name
         self.dense = StreamedModel(loaded) if options.method == "sparsegpt" else None
@@ -118,6 +127,9 @@ class _DataAwarePass:
         self.overrides: dict[str, np.ndarray] = {}  # permuted bits, by tensor name
         self.extra_writes: dict[str, TensorProto] = {}
         self.results: dict[str, PruneResult] = {}
+        self.stages = 0
+        self.segmented = False
+        self.stores: list[ActivationStore] = []
         self.live: SegmentedRun | None = None
         self.dense_live: SegmentedRun | None = None
         self.dense_session = None
@@ -136,6 +148,7 @@ class _DataAwarePass:
             permute_channels(self.index, self.groups, self.read, models, self.pattern, self.overrides,
                              self.extra_writes)
         stages = _stages(self.groups, self.index) if self.feeds else [self.groups]
+        self.stages = len(stages)
         if self.feeds:
             self._start_segments(stages)
         for number, stage in enumerate(stages, 1):
@@ -147,10 +160,34 @@ class _DataAwarePass:
     def _start_segments(self, stages: list[list[list[LayerRow]]]) -> None:
         """One forward pass in all: the graph cut where each stage starts (calibrate/segments.py)."""
         cuts = [min(self.index.ordinal(r.target.op_node()) for rows in stage for r in rows) for stage in stages]
-        self.live = SegmentedRun(self.memory, cuts, self.feeds)
         needs_dense = self.dense is not None and bool(self._hessian_inputs(self.groups))
-        self.dense_live = SegmentedRun(self.dense, cuts, self.feeds) if needs_dense and self.dense else None
+        limit = self.options.activation_memory
+        limit = default_activation_memory() if limit is None else limit
+        runs = 2 if needs_dense else 1  # the pruned and the dense run share the limit
+        self.stores = [ActivationStore(limit // runs, self.output_folder) for _ in range(runs)]
+        self.live = SegmentedRun(self.memory, cuts, self.feeds, self.stores[0])
+        self.dense_live = SegmentedRun(self.dense, cuts, self.feeds, self.stores[1]) \
+            if needs_dense and self.dense else None
+        self.segmented = True
         self.dense_session = None
+
+    def close_segments(self) -> None:
+        for run in (self.live, self.dense_live):
+            if run is not None:
+                run.close()
+        for store in self.stores:
+            store.close()
+        self.live = self.dense_live = None
+
+    def calibration_summary(self) -> dict:
+        """How calibration ran, for the report (empty when no calibration data was used)."""
+        if not self.feeds:
+            return {}
+        segmented = self.segmented and not self._whole_model_note
+        return {"samples": len(self.feeds), "stages": self.stages, "segmented": segmented,
+                "activation_memory_limit_bytes": sum(s.limit for s in self.stores) if self.stores else None,
+                "activation_bytes_peak": sum(s.peak_bytes for s in self.stores),
+                "activation_bytes_on_disk": sum(s.spilled_bytes for s in self.stores)}
 
     def _stage_stats(self, stage: list[list[LayerRow]]) -> dict:
         keys = {stats_key(rows[0].target) for rows in stage}
@@ -164,7 +201,7 @@ class _DataAwarePass:
                 return finish(stats)
             except Exception as exc:  # noqa: BLE001 - ORT raises many types; any of them: use whole-model runs
                 self._whole_model_note = f"calibration ran the whole model per stage (segments failed: {str(exc)[:120]})"
-                self.live = self.dense_live = None
+                self.close_segments()
         if self.dense_session is None and self.dense is not None:  # the dense reference never changes: one session
             wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
             self.dense_session = self.dense.in_memory().session(extra_outputs=wanted, only=True) if wanted else None

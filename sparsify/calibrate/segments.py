@@ -7,7 +7,8 @@ ONNX requires) is cut where each stage's first layer sits; segment ``i`` holds t
 two cuts.  Each calibration sample's *live* tensors (computed before a cut, read after it) flow
 from one segment to the next: a segment runs once per sample, when the stages before it are
 pruned, so the whole calibration costs about one forward pass, and each session holds only its
-own segment's weights.
+own segment's weights.  The live tensors wait in an ``ActivationStore``: in memory up to its
+limit, memory-mapped files beyond it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from sparsify.calibrate.activation_store import ActivationStore
 from sparsify.calibrate.streamed import StreamedModel
 from sparsify.io.graph_walk import subgraphs
 
@@ -44,11 +46,13 @@ class SegmentedRun:
 
     ``cuts``: increasing node ordinals (the first node of each stage).  :meth:`advance` runs the
     next segment on every sample with the model's *current* weights and returns, per sample, the
-    live tensors at the next cut (each stage's activations among them).
+    live tensors at the next cut (each stage's activations among them), held by ``store``.
     """
 
-    def __init__(self, model: StreamedModel, cuts: Iterable[int], feeds: list[dict[str, np.ndarray]]):
+    def __init__(self, model: StreamedModel, cuts: Iterable[int], feeds: list[dict[str, np.ndarray]],
+                 store: ActivationStore):
         self.model = model
+        self.store = store
         graph = model.proto.graph
         self.nodes = list(graph.node)
         self.bounds = [0, *cuts]
@@ -96,17 +100,22 @@ class SegmentedRun:
         start, stop = self.bounds[self.segment], self.bounds[self.segment + 1]
         self.segment += 1
         if start == stop or not self.values:
-            self.values = [self._live_after(stop, v) for v in self.values]
+            self.values = [self._live_after(stop, v) for v in self.values]  # the same arrays, fewer names
             return self.values
         model, outputs = self._segment_model(start, stop, self.values[0])
         options = ort.SessionOptions()
         options.log_severity_level = 3
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
-        updated = []
+        self.store.begin()
         for values in self.values:
             results = session.run(outputs, {name: values[name] for name in names}) if outputs else []
             merged = {**values, **dict(zip(outputs, results, strict=True))}
-            updated.append(self._live_after(stop, merged))
-        self.values = updated
-        return updated
+            self.store.add(self._live_after(stop, merged))
+        self.values = self.store.end()
+        return self.values
+
+    def close(self) -> None:
+        """Drop the samples and remove any file the store wrote."""
+        self.values = []
+        self.store.close()
