@@ -23,6 +23,7 @@ from sparsify.errors import UsageError
 from sparsify.io.model import LoadedModel
 from sparsify.io.writer import ModelWriter
 from sparsify.masks.apply import PruneResult
+from sparsify.masks.blas import blas_libraries
 from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds_for_graph
@@ -187,7 +188,8 @@ class _DataAwarePass:
         return {"samples": len(self.feeds), "stages": self.stages, "segmented": segmented,
                 "activation_memory_limit_bytes": sum(s.limit for s in self.stores) if self.stores else None,
                 "activation_bytes_peak": sum(s.peak_bytes for s in self.stores),
-                "activation_bytes_on_disk": sum(s.spilled_bytes for s in self.stores)}
+                "activation_bytes_on_disk": sum(s.spilled_bytes for s in self.stores),
+                "blas": blas_libraries()}
 
     def _stage_stats(self, stage: list[list[LayerRow]]) -> dict:
         keys = {stats_key(rows[0].target) for rows in stage}

@@ -14,6 +14,7 @@ from sparsify.analysis.index import int_attr
 from sparsify.analysis.lookthrough import WeightSource
 from sparsify.io.dtypes import FLOAT_TYPES, from_float, to_float32
 from sparsify.masks.apply import PruneResult, ReadBits, nonzero_mask, prune_weight
+from sparsify.masks.blas import large_ops
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
@@ -80,7 +81,8 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepar
 def _sparsegpt(bits, src, node, pattern, read_bits, stats) -> PruneResult:
     dtype = src.tensor.data_type
     values = to_float32(bits, dtype).astype(np.float64)
-    new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats), dtype)
+    with large_ops():  # no more BLAS threads than free cores (masks/blas.py)
+        new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats), dtype)
     before = nonzero_mask(bits, src, read_bits)
     after = nonzero_mask(new_bits, src, read_bits)
     bad_after, _ = nm_violations(after, src.axis, pattern.n, pattern.m)
