@@ -47,10 +47,18 @@ def remove_model(path: Path) -> None:
         candidate.unlink()
 
 
-def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path | None) -> dict:
+def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path | None,
+              activation_memory: int | None = None) -> dict:
     arguments = {"model": str(model), "output": str(out), "method": method, "verify": False,
                  "calibration": [str(calibration)] if calibration and method != "magnitude" else None}
+    if activation_memory is not None:
+        arguments["activation_memory"] = activation_memory
     result = measure([PY, "-c", PRUNE, json.dumps(arguments)], cwd=root, env={"PYTHONPATH": str(root)})
+    report_file = out.with_name(out.stem + ".report.json")
+    calibrated = json.loads(report_file.read_text()).get("calibration") if report_file.exists() else None
+    if calibrated:
+        result["activation_mb_peak"] = round(calibrated["activation_bytes_peak"] / 2**20, 1)
+        result["activation_mb_on_disk"] = round(calibrated["activation_bytes_on_disk"] / 2**20, 1)
     check = subprocess.run([PY, "-m", "sparsify", "check", str(out), "--strict", "-q"], cwd=ROOT,
                            capture_output=True, text=True)
     result["every_eligible_weight_2to4"] = check.returncode == 0
@@ -68,6 +76,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16, help="decoder: tokens per calibration sequence")
     parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     parser.add_argument("--today", metavar="REV", help="also run every method with the code of git revision REV")
+    parser.add_argument("--activation-memory", type=int, metavar="BYTES",
+                        help="also run each data-aware method with this --activation-memory (0: every activation on disk)")
     parser.add_argument("--workdir", type=Path, default=HERE / "out" / "calibration" / "work")
     args = parser.parse_args()
     work = args.workdir
@@ -91,11 +101,15 @@ def main() -> None:
     results: dict = {"machine": f"{platform.node()} {os.cpu_count()} CPUs", "python": platform.python_version(),
                      "date": time.strftime("%Y-%m-%d"), "model_mb": round(size_mb, 1), "dense_forward": forward,
                      "shape": f"{'decoder' if args.decoder else 'ViT'} {args.layers} x d{args.d_model}/ff{args.d_ff}",
-                     "samples": args.samples, "today": args.today, "methods": {}}
+                     "samples": args.samples, "tokens": args.tokens if args.decoder else None, "today": args.today,
+                     "activation_memory": args.activation_memory, "methods": {}}
     for method in args.methods.split(","):
         entry = {"now": prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration)}
         if today is not None:
             entry["before"] = prune_run(today, model, work / f"before.{method}.onnx", method, calibration)
+        if args.activation_memory is not None and method != "magnitude":
+            entry["limited"] = prune_run(ROOT, model, work / f"limited.{method}.onnx", method, calibration,
+                                         args.activation_memory)
         results["methods"][method] = entry
         print(method, json.dumps(entry), flush=True)
     if today is not None:
@@ -128,6 +142,18 @@ def report(results: dict) -> str:
         lines.append(f"| {method} | {now['seconds']} | {ratio} | {now['peak_rss_mb']:.0f} | "
                      f"{now['peak_rss_mb'] / size:.2f} | {'yes' if now['every_eligible_weight_2to4'] else 'NO'} | "
                      f"{before['seconds'] if before else '-'} | {speed} |")
+    limited = {m: e for m, e in results["methods"].items() if "limited" in e}
+    if limited:
+        lines += ["", f"Activations held in memory (default limit) vs `--activation-memory "
+                      f"{results['activation_memory']}`, same run:", "",
+                  "| method | activations (peak MB) | on disk (MB) | seconds: memory / disk | ratio | "
+                  "peak RSS MB: memory / disk | same 2:4 check |", "|---|---:|---:|---:|---:|---:|---|"]
+        for method, entry in limited.items():
+            now, disk = entry["now"], entry["limited"]
+            lines.append(f"| {method} | {now.get('activation_mb_peak', '-')} | {disk.get('activation_mb_on_disk', '-')} | "
+                         f"{now['seconds']} / {disk['seconds']} | {disk['seconds'] / now['seconds']:.2f} | "
+                         f"{now['peak_rss_mb']:.0f} / {disk['peak_rss_mb']:.0f} | "
+                         f"{'yes' if disk['every_eligible_weight_2to4'] else 'NO'} |")
     return "\n".join(lines)
 
 

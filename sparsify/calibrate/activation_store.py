@@ -5,9 +5,10 @@ tensors from one segment to the next.  For a wide model and a large calibration 
 exceed the RAM the weights leave free (a d4096 decoder, 512 sequences of 2048 tokens: 16 GiB of
 float32 per live tensor).  ``ActivationStore`` keeps them in memory while their total stays
 within ``limit`` bytes; past it, each sample's tensors are written to ``.npy`` files in a
-temporary folder beside the output and read back memory-mapped (``numpy.load(mmap_mode="r")``),
-so what is resident is what the operating system pages in while a segment or a statistic reads
-them.  Files of a segment's inputs are removed once the next segment's outputs replace them;
+temporary folder beside the output.  Such a sample is a :class:`SpilledSample`: each read maps
+its file afresh (``numpy.load(mmap_mode="r")``) and the mapping goes when the array is dropped, so
+what is resident is the sample a segment or a statistic is reading now, not every sample it
+has read.  Files of a segment's inputs are removed once the next segment's outputs replace them;
 :meth:`ActivationStore.close` removes the folder (also after an error or an interrupt).
 """
 
@@ -16,13 +17,41 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ActivationStore", "default_activation_memory"]
+__all__ = ["ActivationStore", "SpilledSample", "default_activation_memory"]
 
-Sample = dict[str, np.ndarray]
+Sample = Mapping[str, Any]
+
+
+class SpilledSample(Mapping[str, Any]):
+    """One sample's live tensors, those on disk read (memory-mapped, read-only) on each access."""
+
+    def __init__(self, files: dict[str, Path], kept: dict[str, Any]):
+        self.files, self.kept = files, kept
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.kept:
+            return self.kept[name]
+        return np.load(self.files[name], mmap_mode="r")
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.files
+        yield from self.kept
+
+    def __len__(self) -> int:
+        return len(self.files) + len(self.kept)
+
+    def nbytes(self) -> int:
+        return sum(path.stat().st_size for path in self.files.values()) + _nbytes(self.kept)
+
+    def only(self, keep: Callable[[str], bool]) -> SpilledSample:
+        """The same files, fewer names (nothing is read)."""
+        return SpilledSample({n: p for n, p in self.files.items() if keep(n)}, {n: v for n, v in self.kept.items() if keep(n)})
 
 
 def default_activation_memory() -> int:
@@ -34,7 +63,9 @@ def default_activation_memory() -> int:
         return 2 << 30
 
 
-def _nbytes(sample: Sample) -> int:
+def _nbytes(sample: Mapping[str, Any]) -> int:
+    if isinstance(sample, SpilledSample):
+        return sample.nbytes()
     return sum(v.nbytes for v in sample.values() if isinstance(v, np.ndarray))
 
 
@@ -98,18 +129,21 @@ class ActivationStore:
         folder.mkdir()
         return folder
 
-    def _spill(self, number: int, sample: Sample) -> Sample:
+    def _spill(self, number: int, sample: Sample) -> SpilledSample:
         assert self._batch_folder is not None
-        stored: Sample = {}
-        for position, (name, value) in enumerate(sample.items()):
+        files: dict[str, Path] = {}
+        kept: dict[str, Any] = {}
+        for position, name in enumerate(sample):
+            value = sample[name]  # one tensor at a time: a pass-through one is read from its file now
             if not isinstance(value, np.ndarray) or value.dtype == object or value.nbytes == 0:
-                stored[name] = value  # sequences, maps and empty tensors stay in memory
+                kept[name] = value  # sequences, maps and empty tensors stay in memory
                 continue
             path = self._batch_folder / f"{number}-{position}.npy"
             np.save(path, value, allow_pickle=False)
             self.spilled_bytes += value.nbytes
-            stored[name] = np.load(path, mmap_mode="r")
-        return stored
+            files[name] = path
+            del value
+        return SpilledSample(files, kept)
 
     def close(self) -> None:
         """Remove every file this store wrote."""

@@ -7,7 +7,9 @@ it, ``hessian = X^T X`` with rows = every position that meets the weight.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +96,7 @@ def _add(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
     return total
 
 
-def _activation(values: dict[str, np.ndarray], key: StatsKey) -> np.ndarray:
+def _activation(values: Mapping[str, Any], key: StatsKey) -> np.ndarray:
     value = values.get(key.name)
     if not isinstance(value, np.ndarray):
         raise ValueError(f"activation {key.name!r} is not a tensor")
@@ -139,7 +141,7 @@ class _GramChunks:
 
 
 def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hessian_for: set[StatsKey],
-               samples: list[dict[str, np.ndarray]], dense_samples: list[dict[str, np.ndarray]] | None = None) -> None:
+               samples: Sequence[Mapping[str, Any]], dense_samples: Sequence[Mapping[str, Any]] | None = None) -> None:
     """Add calibration samples' activations (each sample: ``{tensor name: value}``) to
     ``stats``; ``dense_samples``: the same activations in the dense model, sample for sample
     (for ``drift``)."""

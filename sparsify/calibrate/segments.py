@@ -13,14 +13,15 @@ limit, memory-mapped files beyond it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from sparsify.calibrate.activation_store import ActivationStore
+from sparsify.calibrate.activation_store import ActivationStore, SpilledSample
 from sparsify.calibrate.streamed import StreamedModel
 from sparsify.io.graph_walk import subgraphs
 
@@ -65,15 +66,17 @@ class SegmentedRun:
             for name in names:
                 self._last_read[name] = ordinal
         self.segment = 0  # segments run so far
-        self.values = [dict(feed) for feed in feeds]
+        self.values: list[Mapping[str, Any]] = [dict(feed) for feed in feeds]
 
     def _read_from(self, name: str, cut: int) -> bool:
         return self._last_read.get(name, -1) >= cut
 
-    def _live_after(self, cut: int, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _live_after(self, cut: int, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        if isinstance(values, SpilledSample):  # names dropped without reading the files
+            return values.only(lambda name: self._read_from(name, cut))
         return {name: value for name, value in values.items() if self._read_from(name, cut)}
 
-    def _segment_model(self, start: int, stop: int, inputs: dict[str, np.ndarray]) -> tuple[onnx.ModelProto, list[str]]:
+    def _segment_model(self, start: int, stop: int, inputs: Mapping[str, Any]) -> tuple[onnx.ModelProto, list[str]]:
         proto = self.model.proto
         nodes = self.nodes[start:stop]
         produced = {out for node in nodes for out in node.output if out}
@@ -93,7 +96,7 @@ class SegmentedRun:
             model.functions.append(copy)
         return model, outputs
 
-    def advance(self) -> list[dict[str, np.ndarray]]:
+    def advance(self) -> list[Mapping[str, Any]]:
         """Run the next segment on every sample; the live tensors at the next cut, per sample."""
         if self.segment + 1 >= len(self.bounds):
             raise AssertionError("internal error: no segment left to run")

@@ -93,3 +93,23 @@ def test_unwritable_folder_fails_on_spill_without_leaving_files(tmp_path):
 def test_default_limit_is_a_fraction_of_ram():
     limit = default_activation_memory()
     assert 0 < limit < 1 << 50
+
+
+def test_a_spilled_sample_holds_paths_and_maps_a_file_only_while_it_is_read(tmp_path):
+    from sparsify.calibrate.activation_store import SpilledSample
+
+    store = ActivationStore(0, tmp_path)
+    (held,) = _segment(store, _samples(1))
+    assert isinstance(held, SpilledSample)
+    assert all(not isinstance(v, np.ndarray) for v in held.files.values())  # no mapping kept between reads
+    first, second = held["h"], held["h"]
+    assert first is not second and np.shares_memory(first, first) and not np.shares_memory(first, second)
+    assert held.nbytes() >= sum(v.nbytes for v in _samples(1)[0].values())
+    # dropping names reads nothing: it works with the files gone
+    for path in held.files.values():
+        path.unlink()
+    smaller = held.only(lambda name: name == "ids")
+    assert list(smaller) == ["ids"] and "h" not in smaller
+    with pytest.raises(FileNotFoundError):
+        smaller["ids"]
+    store.close()
