@@ -131,7 +131,8 @@ def report(results: dict) -> str:
         floor = magnitude["seconds"] + forward["seconds"] if magnitude else None
         floor_line = (f"dense forward over the calibration set: {forward['seconds']} s; floor = magnitude + "
                       f"that = {'-' if floor is None else f'{floor:.1f} s'}")
-    lines = [f"{results['shape']}, {size:.0f} MB fp32, {results['samples']} calibration samples; "
+    tokens = f" x {results['tokens']} tokens" if results.get("tokens") else ""
+    lines = [f"{results['shape']}, {size:.0f} MB fp32, {results['samples']}{tokens} calibration samples; "
              f"{results['machine']}, Python {results['python']}, {results['date']}", floor_line, "",
              "| method | seconds | / floor | peak RSS (MB) | RSS / model | 2:4 by check | seconds before | speedup |",
              "|---|---:|---:|---:|---:|---|---:|---:|"]
