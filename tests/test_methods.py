@@ -481,3 +481,41 @@ def test_cli_activation_memory(tmp_path):
     for value, message in (("-3", "--activation-memory must be an integer >= 0"), ("1e9", "invalid int value")):
         bad = subprocess.run([*base, "--activation-memory", value], capture_output=True, text=True, timeout=60)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("sig,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupt_removes_activation_files(tmp_path, sig, code):
+    """Ctrl-C or SIGTERM while activations are on disk: exit 130/143, no activation file and no
+    partial output left, the input untouched."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d, ff, blocks = 256, 1024, 6
+    nodes, inits, x = [], [], "x"
+    for i in range(blocks):
+        nodes += [helper.make_node("MatMul", [x, f"W1_{i}"], [f"a{i}"], name=f"up{i}"),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
+                  helper.make_node("MatMul", [f"r{i}", f"W2_{i}"], [f"b{i}"], name=f"down{i}"),
+                  helper.make_node("Add", [x, f"b{i}"], [f"h{i}"])]
+        inits += [init(rand([d, ff], 10 + i) * 0.05, f"W1_{i}"), init(rand([ff, d], 20 + i) * 0.05, f"W2_{i}")]
+        x = f"h{i}"
+    path = save(make_model(nodes, [vi("x", [64, d])], [vi(x, None)], inits), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=rand([96, 64, d], 40))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    proc = subprocess.Popen([sys.executable, "-m", "sparsify", str(path), "--method", "sparsegpt", "--calibration",
+                             str(tmp_path / "cal.npz"), "--activation-memory", "0", "--no-verify", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(tmp_path.glob(".sparsify-activations-*/segment-*/*.npy")):
+        time.sleep(0.002)
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz", "m.onnx"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
