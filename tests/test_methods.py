@@ -519,3 +519,53 @@ def test_interrupt_removes_activation_files(tmp_path, sig, code):
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz", "m.onnx"]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("options", [{"method": "sparsegpt"}, {"method": "wanda", "permute": True},
+                                     {"method": "magnitude", "permute": True}])
+def test_budget_sessions_read_the_file_and_match_the_in_memory_model(tmp_path, monkeypatch, options):
+    """Budget evaluations make sessions of the model file with the changed weights passed in
+    memory: the whole model is never loaded (embedded or external data), and every
+    sensitivity, the kept-dense set and the written weights equal the in-memory model's."""
+    from sparsify.calibrate import session as session_module
+    from sparsify.calibrate import streamed
+
+    path = _residual_mlp(tmp_path)
+    external = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(path), external, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.onnx.data", size_threshold=0)
+    np.savez(tmp_path / "in.npz", x=rand([8, 4, 16], 41))
+    kwargs = {**options, "max_output_drift": 100.0, "inputs": str(tmp_path / "in.npz"), "verify": False}
+    if options["method"] != "magnitude":
+        kwargs["calibration"] = [str(tmp_path / "cal.npz")]
+    monkeypatch.setattr(streamed, "file_model_or_none", lambda *_args: None)  # force the in-memory model
+    loose = sparsify.prune(path, output=tmp_path / "ref.onnx", **kwargs)
+    kwargs["max_output_drift"] = float(np.median(list(loose.budget["sensitivity"].values())))  # some stay dense
+    reference = sparsify.prune(path, output=tmp_path / "ref.onnx", **kwargs)
+
+    def refuse(_self, _path):
+        raise AssertionError("the whole model was loaded")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(session_module.InMemoryModel, "__init__", refuse)
+    for source, out in ((path, "a.onnx"), (external, "b.onnx")):
+        report = sparsify.prune(source, output=tmp_path / out, **kwargs)
+        assert report.budget["kept_dense"] == reference.budget["kept_dense"]
+        assert report.budget["sensitivity"] == pytest.approx(reference.budget["sensitivity"], rel=1e-5, abs=1e-7)
+        assert report.budget["final_loss"] == pytest.approx(reference.budget["final_loss"], rel=1e-5, abs=1e-7)
+        a, b = weights(tmp_path / "ref.onnx"), weights(tmp_path / out)
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert 0 < len(reference.budget["kept_dense"]) < len(reference.budget["sensitivity"])  # the budget bit
+
+
+def test_file_model_applies_only_to_plain_main_graph_initializers(tmp_path):
+    from onnx import TensorProto
+
+    from sparsify.calibrate.file_session import file_model_or_none
+
+    floats = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    brain = helper.make_tensor("b", TensorProto.BFLOAT16, [1], [1.0])
+    assert file_model_or_none(tmp_path / "m.onnx", [floats, brain], ["w"]) is not None
+    assert file_model_or_none(tmp_path / "m.onnx", [floats, brain], ["w", "b"]) is None  # no numpy bfloat16
+    assert file_model_or_none(tmp_path / "m.onnx", [floats], ["in_a_constant_node"]) is None

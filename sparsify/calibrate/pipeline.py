@@ -1,5 +1,6 @@
 """The data-aware prune stage: calibration statistics in one forward pass (segments), a mask
-method per weight, and an optional accuracy budget (which needs the model in memory, < 2 GB)."""
+method per weight, and an optional accuracy budget (whole-model sessions of the file, the
+changed weights passed in memory: calibrate/file_session.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sparsify.calibrate.activation_store import ActivationStore, default_activat
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
 from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, finish, stats_key
+from sparsify.calibrate.file_session import FileModel, release_memory
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
 from sparsify.calibrate.segments import SegmentedRun
@@ -31,7 +33,7 @@ from sparsify.verify.feeds import load_feeds_for_graph
 __all__ = ["prune_data_aware"]
 
 
-def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],
+def _apply_budget(memory: FileModel | InMemoryModel, options: DataAwareOptions, results: dict[str, PruneResult],
                   bias_updates: dict[str, tuple]) -> BudgetResult:
     # Sequential calibration left the in-memory model pruned: restore every weight and bias
     # first, so the reference (dense accuracy, dense outputs) really is the dense model.
@@ -61,7 +63,10 @@ def _apply_budget(memory: InMemoryModel, options: DataAwareOptions, results: dic
             if name in bias_updates:
                 bias_name, _, bias_bits = bias_updates[name]
                 memory.set_bits(bias_name, bias_bits if name in pruned else None)
-        return loss(memory.session())
+        try:
+            return loss(memory.session())
+        finally:
+            release_memory()  # one session at a time: its memory goes back before the next
 
     return choose_dense(candidates, evaluate, float(budget), kind, dense)
 
@@ -101,7 +106,7 @@ def prune_data_aware(loaded: LoadedModel, index: GraphIndex, targets: list[Layer
     finally:
         run.close_segments()  # also on an error or an interrupt: no activation file is left behind
     calibration_summary.update(run.calibration_summary())
-    budget = _apply_budget(run.memory.in_memory(), options, run.results, run.bias_updates) if options.budget else None
+    budget = _apply_budget(run.memory.for_sessions(), options, run.results, run.bias_updates) if options.budget else None
     run.write(writer, budget, zeroed)
     return budget
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from sparsify.calibrate.file_session import FileModel, file_model_or_none
 from sparsify.calibrate.session import InMemoryModel
 from sparsify.io.graph_walk import stored_tensors, subgraphs
 from sparsify.io.model import LoadedModel
@@ -121,6 +122,24 @@ class StreamedModel:
         if self.loaded.location(tensor).kind == "inline":
             return None
         return self.loaded.read_bytes(tensor)
+
+    def for_sessions(self) -> FileModel | InMemoryModel:
+        """Whole-model sessions with every change applied, for an accuracy budget: sessions of the
+        file with the changed weights passed in memory where possible (``FileModel``: no copy of
+        the model in Python, no 2 GB limit), else the whole model loaded (``in_memory``)."""
+        if self._whole is not None:
+            return self._whole
+        changed = {*self._base, *self._current, *self._written}
+        model = file_model_or_none(self.loaded.path, self.proto.graph.initializer, changed)
+        if model is None:
+            return self.in_memory()
+        for name, data in self._base.items():
+            model.rebase(name, np.frombuffer(data, dtype=np.uint8))
+        for name, data in self._current.items():
+            model.set_bits(name, np.frombuffer(data, dtype=np.uint8))
+        for name, read_back in self._written.items():
+            model.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
+        return model
 
     def in_memory(self) -> InMemoryModel:
         """The whole model loaded (once), with every change applied (for whole-model sessions)."""
