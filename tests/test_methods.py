@@ -331,21 +331,21 @@ def test_sparsegpt_with_permute_stays_as_good(tmp_path):
 
 
 
-def _residual_mlp(tmp_path, blocks=3, d=16, ff=32):
+def _residual_mlp(tmp_path, blocks=3, d=16, ff=32, rows=4, samples=6, scale=0.5, name="res.onnx"):
     """x -> [LayerNorm-free block: h = x + W2 relu(W1 x)] x blocks -> head: residuals make live
-    tensors span the cuts between stages."""
+    tensors span the cuts between stages.  Calibration: ``samples`` inputs of [rows, d] in cal.npz."""
     nodes, inits, x = [], [], "x"
     for i in range(blocks):
         nodes += [helper.make_node("MatMul", [x, f"W1_{i}"], [f"a{i}"], name=f"up{i}"),
                   helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
                   helper.make_node("MatMul", [f"r{i}", f"W2_{i}"], [f"b{i}"], name=f"down{i}"),
                   helper.make_node("Add", [x, f"b{i}"], [f"h{i}"])]
-        inits += [init(rand([d, ff], 10 + i) * 0.5, f"W1_{i}"), init(rand([ff, d], 20 + i) * 0.5, f"W2_{i}")]
+        inits += [init(rand([d, ff], 10 + i) * scale, f"W1_{i}"), init(rand([ff, d], 20 + i) * scale, f"W2_{i}")]
         x = f"h{i}"
     nodes.append(helper.make_node("MatMul", [x, "Wh"], ["y"], name="head"))
     inits.append(init(rand([d, 8], 30), "Wh"))
-    path = save(make_model(nodes, [vi("x", [4, d])], [vi("y", None)], inits), tmp_path / "res.onnx")
-    np.savez(tmp_path / "cal.npz", x=rand([6, 4, d], 40))
+    path = save(make_model(nodes, [vi("x", [rows, d])], [vi("y", None)], inits), tmp_path / name)
+    np.savez(tmp_path / "cal.npz", x=rand([samples, rows, d], 40))
     return path
 
 
@@ -493,17 +493,7 @@ def test_interrupt_removes_activation_files(tmp_path, sig, code):
     import sys
     import time
 
-    d, ff, blocks = 256, 1024, 6
-    nodes, inits, x = [], [], "x"
-    for i in range(blocks):
-        nodes += [helper.make_node("MatMul", [x, f"W1_{i}"], [f"a{i}"], name=f"up{i}"),
-                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"]),
-                  helper.make_node("MatMul", [f"r{i}", f"W2_{i}"], [f"b{i}"], name=f"down{i}"),
-                  helper.make_node("Add", [x, f"b{i}"], [f"h{i}"])]
-        inits += [init(rand([d, ff], 10 + i) * 0.05, f"W1_{i}"), init(rand([ff, d], 20 + i) * 0.05, f"W2_{i}")]
-        x = f"h{i}"
-    path = save(make_model(nodes, [vi("x", [64, d])], [vi(x, None)], inits), tmp_path / "m.onnx")
-    np.savez(tmp_path / "cal.npz", x=rand([96, 64, d], 40))
+    path = _residual_mlp(tmp_path, blocks=6, d=256, ff=1024, rows=64, samples=96, scale=0.05, name="m.onnx")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     proc = subprocess.Popen([sys.executable, "-m", "sparsify", str(path), "--method", "sparsegpt", "--calibration",
                              str(tmp_path / "cal.npz"), "--activation-memory", "0", "--no-verify", "-q"],

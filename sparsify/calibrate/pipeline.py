@@ -178,11 +178,11 @@ class _DataAwarePass:
         self.dense_session = None
 
     def close_segments(self) -> None:
+        """Each run closes its store (removing its activation files); a store whose run was
+        never made has written nothing."""
         for run in (self.live, self.dense_live):
             if run is not None:
                 run.close()
-        for store in self.stores:
-            store.close()
         self.live = self.dense_live = None
 
     def calibration_summary(self) -> dict:

@@ -133,25 +133,24 @@ class StreamedModel:
         model = file_model_or_none(self.loaded.path, self.proto.graph.initializer, changed)
         if model is None:
             return self.in_memory()
+        self._apply_changes(model)
+        return model
+
+    def _apply_changes(self, model: FileModel | InMemoryModel) -> None:
+        """Every change so far onto ``model`` (set_bits / rebase keep only an array's bytes: a
+        uint8 view of them will do)."""
         for name, data in self._base.items():
             model.rebase(name, np.frombuffer(data, dtype=np.uint8))
         for name, data in self._current.items():
             model.set_bits(name, np.frombuffer(data, dtype=np.uint8))
         for name, read_back in self._written.items():
             model.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
-        return model
 
     def in_memory(self) -> InMemoryModel:
         """The whole model loaded (once), with every change applied (for whole-model sessions)."""
         if self._whole is not None:
             return self._whole
         memory = InMemoryModel(self.loaded.path)
-        # set_bits / rebase keep only an array's bytes: a uint8 view of them will do
-        for name, data in self._base.items():
-            memory.rebase(name, np.frombuffer(data, dtype=np.uint8))
-        for name, data in self._current.items():
-            memory.set_bits(name, np.frombuffer(data, dtype=np.uint8))
-        for name, read_back in self._written.items():
-            memory.set_bits(name, np.frombuffer(read_back(), dtype=np.uint8))
+        self._apply_changes(memory)
         self._whole = memory
         return memory

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -42,14 +42,21 @@ def _controller() -> Any:
 
 
 @contextlib.contextmanager
-def small_ops() -> Iterator[None]:
-    """Run the enclosed small products with the BLAS limited to ``SMALL_OPS_THREADS`` threads."""
+def _limited(threads: Callable[[Any], int | None]) -> Iterator[None]:
+    """The BLAS limited to ``threads(controller)`` threads inside (None: left as it is); nothing
+    changes when switched off (``SMALL_OPS_THREADS`` None) or without threadpoolctl."""
     controller = _controller() if SMALL_OPS_THREADS is not None else None
-    if controller is None:
+    limit = None if controller is None else threads(controller)
+    if controller is None or limit is None:
         yield
         return
-    with controller.limit(limits=SMALL_OPS_THREADS, user_api="blas"):
+    with controller.limit(limits=limit, user_api="blas"):
         yield
+
+
+def small_ops() -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed small products with the BLAS limited to ``SMALL_OPS_THREADS`` threads."""
+    return _limited(lambda _controller: SMALL_OPS_THREADS)
 
 
 def free_cores() -> int:
@@ -65,19 +72,16 @@ def free_cores() -> int:
     return max(1, min(cores, cores - int(round(max(0.0, others)))))
 
 
-@contextlib.contextmanager
-def large_ops() -> Iterator[None]:
-    """Run the enclosed large products with at most :func:`free_cores` BLAS threads."""
-    controller = _controller() if SMALL_OPS_THREADS is not None else None
-    if controller is None:
-        yield
-        return
+def _free_cap(controller: Any) -> int | None:
+    """:func:`free_cores` when some BLAS runs more threads than that, else None (no change)."""
     free = free_cores()
-    if all(lib.num_threads <= free for lib in controller.lib_controllers if lib.user_api == "blas"):
-        yield
-        return
-    with controller.limit(limits=free, user_api="blas"):
-        yield
+    over = any(lib.num_threads > free for lib in controller.lib_controllers if lib.user_api == "blas")
+    return free if over else None
+
+
+def large_ops() -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed large products with at most :func:`free_cores` BLAS threads."""
+    return _limited(_free_cap)
 
 
 def blas_libraries() -> list[str]:
