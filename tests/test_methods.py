@@ -493,7 +493,7 @@ def test_interrupt_removes_activation_files(tmp_path, sig, code):
     import sys
     import time
 
-    path = _residual_mlp(tmp_path, blocks=6, d=256, ff=1024, rows=64, samples=96, scale=0.05, name="m.onnx")
+    path = _residual_mlp(tmp_path, blocks=6, d=256, ff=1024, rows=64, samples=256, scale=0.05, name="m.onnx")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     proc = subprocess.Popen([sys.executable, "-m", "sparsify", str(path), "--method", "sparsegpt", "--calibration",
                              str(tmp_path / "cal.npz"), "--activation-memory", "0", "--no-verify", "-q"],
