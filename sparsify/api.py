@@ -25,9 +25,9 @@ from sparsify.io.npz import input_byte_limit, scan_arrays
 from sparsify.io.paths import check_name_lengths, check_write_paths, model_reads
 from sparsify.io.publish import Publication, remove_stale_staging
 from sparsify.io.writer import ModelWriter, superseded_data_files
-from sparsify.masks.apply import nonzero_mask, prune_weight
+from sparsify.masks.apply import prune_weight
+from sparsify.masks.audit import audit_weights
 from sparsify.masks.given import apply_given_mask, load_masks
-from sparsify.masks.nm import nm_violations
 from sparsify.options import Interface, PruneOptions, as_list
 from sparsify.pattern import NMPattern, parse_pattern
 from sparsify.report import Report
@@ -295,16 +295,15 @@ def check(model: ModelLike, pattern: str | NMPattern = "2:4", *, report_path: st
             remove_stale_staging(folder if str(folder) else Path("."))
         targets = find_targets(GraphIndex(loaded.skeleton), nm)
         select_targets(targets, includes, excludes, only_profitable=False)
-        for rows in group_by_weight(targets):
-            src = rows[0].target.weight_source()
-            nonzero = nonzero_mask(loaded.read_bits(src.tensor), src, loaded.read_bits)
-            bad, groups = nm_violations(nonzero, src.axis, nm.n, nm.m)
-            density = float(nonzero.mean()) if nonzero.size else 0.0
+        weights = group_by_weight(targets)
+        sources = [rows[0].target.weight_source() for rows in weights]
+        for rows, src, audit in zip(weights, sources, audit_weights(loaded, sources, nm), strict=True):
             for row in rows:
-                row.outcome.density_before = row.outcome.density_after = density
-                if bad:
+                row.outcome.density_before = row.outcome.density_after = audit.density
+                if audit.bad_groups:
                     row.outcome.status = Status.NON_COMPLIANT
-                    row.outcome.reason = f"{bad} of {groups} groups hold more than {nm.n} non-zeros along axis {src.axis}"
+                    row.outcome.reason = (f"{audit.bad_groups} of {audit.groups} groups hold more than {nm.n} "
+                                          f"non-zeros along axis {src.axis}")
                 else:
                     row.outcome.status = Status.COMPLIANT
         report = Report("check", None if isinstance(model, onnx.ModelProto) else str(path), nm, targets,

@@ -150,15 +150,22 @@ class LoadedModel:
         The array is valid until the next call.  Reusing one buffer keeps weight-sized
         allocations (and their page faults, which dominate on small VMs) out of the loop.
         """
+        bits, self._scratch = self.read_bits_into(tensor, self._scratch)
+        return bits
+
+    def read_bits_into(self, tensor: TensorProto, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(bits, buffer)``: the tensor's stored values, writable, read into ``buffer`` (a
+        uint8 array, replaced by a larger one when too small; ``None`` allocates).  Pass the
+        returned buffer to the next call; the bits are valid until then.  Tensors inside the
+        graph are copied instead and leave the buffer alone."""
         loc = self.location(tensor)
         storage = STORAGE.get(tensor.data_type)
         if loc.kind == "inline" or storage is None:
-            return np.array(self.read_bits(tensor))
-        self._check_length(tensor, storage, loc.length)
-        if self._scratch is None or self._scratch.size < loc.length:
-            self._scratch = np.empty(loc.length, dtype=np.uint8)
-        view = self._scratch[: loc.length]
-        target = view.data
+            return np.array(self.read_bits(tensor)), buffer
+        self.check_length(tensor, storage, loc.length)
+        if buffer is None or buffer.size < loc.length:
+            buffer = np.empty(loc.length, dtype=np.uint8)
+        target = buffer[: loc.length].data
         with open(loc.path, "rb") as handle:
             done = 0
             while done < loc.length:
@@ -166,9 +173,9 @@ class LoadedModel:
                 if got <= 0:
                     raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
                 done += got
-        return view.view(storage).reshape(tuple(int(d) for d in tensor.dims))
+        return buffer[: loc.length].view(storage).reshape(tuple(int(d) for d in tensor.dims)), buffer
 
-    def _check_length(self, tensor: TensorProto, storage: np.dtype, length: int) -> None:
+    def check_length(self, tensor: TensorProto, storage: np.dtype, length: int) -> None:
         shape = [int(d) for d in tensor.dims]
         if any(d < 0 for d in shape):
             raise InputError(f"tensor {tensor.name!r}: negative dimension in {shape}")
@@ -189,7 +196,7 @@ class LoadedModel:
         if loc.kind == "inline" and not tensor.HasField("raw_data"):
             values = _typed_values(tensor, storage)
         else:
-            self._check_length(tensor, storage, loc.length if loc.kind != "inline" else len(tensor.raw_data))
+            self.check_length(tensor, storage, loc.length if loc.kind != "inline" else len(tensor.raw_data))
             values = np.frombuffer(self.read_bytes(tensor), dtype=storage)
         if values.size != count:
             raise InputError(

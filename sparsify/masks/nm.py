@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_view", "nm_keep_mask", "nm_violations", "prune_bits_inplace"]
+__all__ = ["NMAudit", "group_view", "nm_keep_mask", "nm_violations", "prune_bits_inplace"]
 
 _CHUNK_ELEMENTS = 1 << 22  # ~4M weights per chunk keeps temporaries small and cache friendly
 _RANK_MAX_M = 8  # up to M=8 pairwise ranks beat a sort; beyond, a stable argsort
@@ -80,6 +80,42 @@ def nm_violations(nonzero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, 
         counts = view[start : start + rows_per_chunk].sum(axis=1, dtype=np.int32)
         bad += int(np.count_nonzero(counts > n))
     return bad, groups
+
+
+class NMAudit:
+    """Counts, over any number of pieces, the non-zero entries and the groups holding more than
+    n of them.  An entry counts as non-zero when ``bits & mask != zero`` (floats: the magnitude
+    bits, so -0.0 is zero; int8/uint8 behind DequantizeLinear: all bits against a scalar zero
+    point).  Pieces are views ``(rows, m, inner)``; each is tested in ~1M-entry chunks through
+    buffers reused for the whole audit, so no piece-sized temporary is ever allocated (page
+    faults on fresh memory cost more than the test itself on small machines)."""
+
+    def __init__(self, mask: np.integer, zero: np.integer, n: int):
+        self.mask, self.zero, self.n = mask, zero, n
+        self.nonzeros = self.bad = self.groups = 0
+        self._buffers: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def add(self, view: np.ndarray) -> None:
+        rows, m, inner = view.shape
+        per = max(1, (_CHUNK_ELEMENTS // 4) // max(1, m * inner))
+        entries, groups = min(rows, per) * m * inner, min(rows, per) * inner
+        if self._buffers is None or self._buffers[0].size < entries or self._buffers[0].dtype != view.dtype:
+            self._buffers = (np.empty(entries, dtype=view.dtype), np.empty(entries, dtype=bool),
+                             np.empty(groups, dtype=np.uint8), np.empty(groups, dtype=bool))  # m <= 64
+        key, nonzero, counts, over = self._buffers
+        for start in range(0, rows, per):
+            chunk = view[start : start + per]
+            size, groups = chunk.size, chunk.shape[0] * inner
+            k = np.bitwise_and(chunk, self.mask, out=key[:size].reshape(chunk.shape))
+            nz = np.not_equal(k, self.zero, out=nonzero[:size].reshape(chunk.shape))
+            self.nonzeros += int(np.count_nonzero(nz))
+            ones = nz.view(np.uint8)
+            c = counts[:groups].reshape(chunk.shape[0], inner)
+            np.copyto(c, ones[:, 0, :])
+            for j in range(1, m):  # m-1 adds of whole slices beat a reduction over a short axis
+                np.add(c, ones[:, j, :], out=c)
+            self.bad += int(np.count_nonzero(np.greater(c, self.n, out=over[:groups].reshape(c.shape))))
+            self.groups += groups
 
 
 def prune_bits_inplace(bits: np.ndarray, abs_mask: np.integer, axis: int, n: int, m: int) -> tuple[int, int, int, int]:
