@@ -6,6 +6,7 @@ load (skeleton) -> find targets -> select -> prune + write (one weight at a time
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
@@ -14,15 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.lookthrough import WeightSource
 from sparsify.analysis.select import compile_patterns, select_targets
 from sparsify.analysis.targets import LayerRow, Status, find_targets, group_by_weight
 from sparsify.errors import UsageError
 from sparsify.io.model import LoadedModel, open_model
 from sparsify.io.npz import input_byte_limit, scan_arrays
 from sparsify.io.paths import check_name_lengths, check_write_paths, model_reads
+from sparsify.io.prefetch import mapped_bits, storage_order, writable_copy
 from sparsify.io.publish import Publication, remove_stale_staging
 from sparsify.io.writer import ModelWriter, superseded_data_files
 from sparsify.masks.apply import prune_weight
@@ -64,28 +68,37 @@ def _prune_weights(model: LoadedModel, targets: list[LayerRow], pattern: NMPatte
                    writer: ModelWriter, report: Report, progress: Progress | None,
                    masks: dict | None = None) -> None:
     groups = group_by_weight(targets)
-    for done, rows in enumerate(groups, 1):
-        src = rows[0].target.weight_source()
-        bits = model.read_bits_scratch(src.tensor)
-        note = ""
-        if masks is not None:
-            result, note = apply_given_mask(bits, src, masks[src.name], pattern, model.read_bits)
-        else:
-            result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
-        del bits
-        if result.new_bits is not None:
-            writer.replace(src.tensor, result.new_bits)
-            if model.location(src.tensor).kind == "inline" and not model.uses_external_data:
-                rows[0].outcome.notes.append("stored in typed fields; written back as raw_data")
-        report.zeroed[src.name] = result.zeroed
-        for row in rows:
-            row.outcome.status = Status.PRUNED if result.new_bits is not None else Status.ALREADY_NM
-            if note:  # a given mask that is not N:M: applied, but no sparse weight
-                row.outcome.status, row.outcome.reason = Status.MASKED_NOT_NM, note
-            row.outcome.density_before, row.outcome.density_after = result.density_before, result.density_after
-            row.outcome.method = "given mask" if masks is not None else "magnitude"
-        if progress:
-            progress(done, len(groups), rows[0].target.weight)
+    sources = [rows[0].target.weight_source() for rows in groups]
+    order = storage_order(model, [src.tensor for src in sources])
+    # Two buffers in turn: the writer may still be writing the previous weight from the other.
+    buffers: list[np.ndarray | None] = [None, None]
+    with contextlib.closing(mapped_bits(model, [sources[i].tensor for i in order])) as stored:
+        for done, (index, view) in enumerate(zip(order, stored, strict=True), 1):
+            _prune_one(model, groups[index], sources[index], view, buffers, done % 2, pattern, writer, report, masks)
+            if progress:
+                progress(done, len(groups), groups[index][0].target.weight)
+
+
+def _prune_one(model: LoadedModel, rows: list[LayerRow], src: WeightSource, view: np.ndarray, buffers: list[np.ndarray | None],
+               slot: int, pattern: NMPattern, writer: ModelWriter, report: Report, masks: dict | None) -> None:
+    bits, buffers[slot] = writable_copy(view, buffers[slot])
+    note = ""
+    if masks is not None:
+        result, note = apply_given_mask(bits, src, masks[src.name], pattern, model.read_bits)
+    else:
+        result = prune_weight(bits, src, pattern, model.read_bits, in_place=True)
+    del bits
+    if result.new_bits is not None:
+        writer.replace(src.tensor, result.new_bits)
+        if model.location(src.tensor).kind == "inline" and not model.uses_external_data:
+            rows[0].outcome.notes.append("stored in typed fields; written back as raw_data")
+    report.zeroed[src.name] = result.zeroed
+    for row in rows:
+        row.outcome.status = Status.PRUNED if result.new_bits is not None else Status.ALREADY_NM
+        if note:  # a given mask that is not N:M: applied, but no sparse weight
+            row.outcome.status, row.outcome.reason = Status.MASKED_NOT_NM, note
+        row.outcome.density_before, row.outcome.density_after = result.density_before, result.density_after
+        row.outcome.method = "given mask" if masks is not None else "magnitude"
 
 
 def _warnings(targets: list[LayerRow], pattern: NMPattern) -> list[str]:

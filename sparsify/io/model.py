@@ -81,7 +81,6 @@ class LoadedModel:
         self.tensors: list[TensorProto] = list(iter_tensors(skeleton))
         self._ordinals = {id(t): i for i, t in enumerate(self.tensors)}
         self._locations: dict[int, TensorLocation] = {}  # tensor ordinal -> where its bytes are
-        self._scratch: np.ndarray | None = None
         self._index_locations()
 
     @property
@@ -143,37 +142,6 @@ class LoadedModel:
         if len(data) != loc.length:
             raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
         return data
-
-    def read_bits_scratch(self, tensor: TensorProto) -> np.ndarray:
-        """Like ``read_bits`` but writable, in one buffer reused across calls.
-
-        The array is valid until the next call.  Reusing one buffer keeps weight-sized
-        allocations (and their page faults, which dominate on small VMs) out of the loop.
-        """
-        bits, self._scratch = self.read_bits_into(tensor, self._scratch)
-        return bits
-
-    def read_bits_into(self, tensor: TensorProto, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(bits, buffer)``: the tensor's stored values, writable, read into ``buffer`` (a
-        uint8 array, replaced by a larger one when too small; ``None`` allocates).  Pass the
-        returned buffer to the next call; the bits are valid until then.  Tensors inside the
-        graph are copied instead and leave the buffer alone."""
-        loc = self.location(tensor)
-        storage = STORAGE.get(tensor.data_type)
-        if loc.kind == "inline" or storage is None:
-            return np.array(self.read_bits(tensor)), buffer
-        self.check_length(tensor, storage, loc.length)
-        if buffer is None or buffer.size < loc.length:
-            buffer = np.empty(loc.length, dtype=np.uint8)
-        target = buffer[: loc.length].data
-        with open(loc.path, "rb") as handle:
-            done = 0
-            while done < loc.length:
-                got = os.preadv(handle.fileno(), [target[done:]], loc.offset + done)
-                if got <= 0:
-                    raise InputError(f"tensor {tensor.name!r}: data file ended early (truncated model?)")
-                done += got
-        return buffer[: loc.length].view(storage).reshape(tuple(int(d) for d in tensor.dims)), buffer
 
     def check_length(self, tensor: TensorProto, storage: np.dtype, length: int) -> None:
         shape = [int(d) for d in tensor.dims]

@@ -1,5 +1,5 @@
 """Stored weights without copying them: each file is memory-mapped read-only once and a
-weight is a numpy view of its bytes; a background thread asks the kernel to read the
+weight is a numpy view of its bytes, unmapped from the process once the caller moves on; a background thread asks the kernel to read the
 next weight (``POSIX_FADV_WILLNEED``) so reading it from disk overlaps work on the current one.
 
 A view of page-cached data costs no copy (reading a multi-GB model this way runs at the speed
@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from onnx import TensorProto
 from sparsify.io.dtypes import STORAGE
 from sparsify.io.model import LoadedModel
 
-__all__ = ["mapped_bits", "storage_order"]
+__all__ = ["mapped_bits", "storage_order", "writable_copy"]
 
 
 def storage_order(model: LoadedModel, tensors: Sequence[TensorProto]) -> list[int]:
@@ -35,7 +35,7 @@ def storage_order(model: LoadedModel, tensors: Sequence[TensorProto]) -> list[in
     return sorted(range(len(tensors)), key=key)
 
 
-def mapped_bits(model: LoadedModel, tensors: Sequence[TensorProto]) -> Iterator[np.ndarray]:
+def mapped_bits(model: LoadedModel, tensors: Sequence[TensorProto]) -> Generator[np.ndarray, None, None]:
     """The stored bits of each of ``tensors`` (in the order given) as read-only arrays; views
     into a file mapping, valid until the generator finishes.  Tensors held inside the graph,
     and dtypes without a fixed-size storage, come from ``read_bits``."""
@@ -51,6 +51,7 @@ def mapped_bits(model: LoadedModel, tensors: Sequence[TensorProto]) -> Iterator[
                 if index + 1 < len(tensors):
                     hint = _will_need(model, tensors[index + 1], pool)
                 yield model.read_bits(tensor) if bits is None else bits
+                _done_with(model, tensor, maps)
     finally:
         for mapping in maps.values():
             with contextlib.suppress(BufferError):  # a caller still holds a view: it goes with that
@@ -79,6 +80,19 @@ def _view(model: LoadedModel, tensor: TensorProto, maps: dict[Path, mmap.mmap]) 
     return flat.view(storage).reshape(tuple(int(d) for d in tensor.dims))
 
 
+def _done_with(model: LoadedModel, tensor: TensorProto, maps: dict[Path, mmap.mmap]) -> None:
+    """Unmap a visited weight's pages from this process (they stay in the page cache, and a
+    view still held faults them back in), so resident memory stays at about one weight."""
+    loc = model.location(tensor)
+    mapping = maps.get(loc.path) if loc.kind != "inline" else None
+    if mapping is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = loc.offset - loc.offset % mmap.PAGESIZE
+    end = min(len(mapping), loc.offset + loc.length)
+    if end > start:
+        mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
 def _will_need(model: LoadedModel, tensor: TensorProto, pool: ThreadPoolExecutor) -> Future[None] | None:
     """Ask the kernel, from a background thread, to start reading ``tensor``'s bytes (the
     request blocks while the disk queue is full, so it must not run on the working thread)."""
@@ -90,3 +104,14 @@ def _will_need(model: LoadedModel, tensor: TensorProto, pool: ThreadPoolExecutor
         with contextlib.suppress(OSError), open(loc.path, "rb") as handle:
             os.posix_fadvise(handle.fileno(), loc.offset, loc.length, os.POSIX_FADV_WILLNEED)
     return pool.submit(advise)
+
+
+def writable_copy(bits: np.ndarray, buffer: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``(copy, buffer)``: ``bits`` copied into ``buffer`` (a uint8 array, replaced by a larger
+    one when too small).  Pass the returned buffer to the next call; reusing it keeps
+    weight-sized allocations, and their page faults, out of a loop over weights."""
+    if buffer is None or buffer.size < bits.nbytes:
+        buffer = np.empty(bits.nbytes, dtype=np.uint8)
+    copy = buffer[: bits.nbytes].view(bits.dtype).reshape(bits.shape)
+    np.copyto(copy, bits)
+    return copy, buffer

@@ -1,17 +1,24 @@
 """Write the pruned model: copy, patch weight bytes in place, stage, publish all at once.
 
 Pruning never changes a tensor's byte length, so the output is a copy of the input whose
-weight payloads are overwritten with ``os.pwrite``: every opset import, metadata field and
-unknown field survives byte for byte, and memory stays at one weight at a time.
+weight payloads are replaced: every opset import, metadata field and unknown field survives
+byte for byte, and memory stays at one weight at a time.
 
 - Embedded model: copy the file (kernel-side ``copyfile``), patch payloads.
-- External data: the output gets its own data file; every external tensor is copied into it
-  (``copy_file_range``) and pruned ones patched; the small ``.onnx`` is re-serialized with
+- External data: the output gets its own data file, and each of its bytes is written once:
+  a pruned tensor with ``os.pwrite`` at its new position when it is replaced, every other
+  external tensor copied kernel-side (``copy_file_range``) when the writer finishes.  (Copying
+  everything first and overwriting the pruned tensors wrote a fully pruned model twice: on a
+  model larger than the page cache, twice to disk.)  The small ``.onnx`` is re-serialized with
   the new locations.  The data file's name carries a fingerprint of its content
   (``<output name>.<16 hex>.data``), so a graph can only ever be paired with the data it was
   written with, even when two runs publish to the same ``-o`` at once.
 - A pruned tensor stored in typed fields (``float_data``...) cannot be patched in place:
   the model is re-serialized from the skeleton (the row notes say its data became raw_data).
+
+The write and the fingerprint's hash of a replaced tensor run on background threads while the
+caller prunes the next one (both release the GIL): ``replace()`` returns once the previous
+replacement is done, so a caller may reuse a buffer two replacements later.
 
 Everything is written to staging files of a :class:`~sparsify.io.publish.Publication`; the
 caller publishes them (with the report) only after verification.  Any error (or
@@ -25,6 +32,7 @@ import hashlib
 import os
 import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +84,10 @@ class ModelWriter:
         self._fd: int | None = None  # the file whose payloads we patch
         self._fingerprint = hashlib.sha256()
         self._pruned: dict[int, str] = {}  # tensor ordinal -> digest of its new bytes
+        # External tensors nobody replaced are copied by finish(): ordinal -> (source, offset).
+        self._to_copy: dict[int, tuple[Path, int]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []  # the last replacement's write (and hash)
         self.data_file: Path | None = None  # final external-data path, known after finish()
 
     def __enter__(self) -> ModelWriter:
@@ -83,7 +95,7 @@ class ModelWriter:
             if self.model.uses_external_data:
                 self._data_tmp = self.publication.stage(self.output.with_name(self.output.name + ".data"))
                 self._fd = os.open(self._data_tmp, os.O_RDWR)
-                self._copy_external_tensors()
+                self._lay_out_external_tensors()
             else:
                 self._model_tmp = self.publication.stage(self.output)
                 shutil.copyfile(self.model.path, self._model_tmp)
@@ -106,40 +118,77 @@ class ModelWriter:
         if exc_type is not None:
             self.abort()
 
-    def _copy_external_tensors(self) -> None:
+    def _lay_out_external_tensors(self) -> None:
+        """Positions of every external tensor in the new data file (nothing written yet)."""
         position = 0
+        seen: set[Path] = set()
+        for ordinal, tensor in enumerate(self.model.tensors):
+            loc = self.model.location(tensor)
+            if loc.kind != "external":
+                continue
+            if loc.length >= _LARGE:
+                position = -(-position // _ALIGN_LARGE) * _ALIGN_LARGE
+            if loc.path not in seen:
+                seen.add(loc.path)
+                info = os.stat(loc.path)
+                # The copied bytes are identified by their source file's identity and range.
+                self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
+                                         f"{info.st_mtime_ns}".encode())
+            self._new_external[ordinal] = (position, loc.length)
+            self._to_copy[ordinal] = (loc.path, loc.offset)
+            self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
+            position += loc.length
+        self._data_size = position
+
+    def _copy_the_rest(self) -> None:
+        """Copy every external tensor nobody replaced, in file order, kernel-side where possible."""
+        fd = self._open_fd()
         sources: dict[Path, int] = {}
         try:
-            for ordinal, tensor in enumerate(self.model.tensors):
-                loc = self.model.location(tensor)
-                if loc.kind != "external":
-                    continue
-                if loc.length >= _LARGE:
-                    position = -(-position // _ALIGN_LARGE) * _ALIGN_LARGE
-                if loc.path not in sources:
-                    sources[loc.path] = os.open(loc.path, os.O_RDONLY)
-                    info = os.fstat(sources[loc.path])
-                    # The copied bytes are identified by their source file's identity and range.
-                    self._fingerprint.update(f"{loc.path}|{info.st_dev}|{info.st_ino}|{info.st_size}|"
-                                             f"{info.st_mtime_ns}".encode())
-                _copy_range(sources[loc.path], self._open_fd(), loc.offset, position, loc.length)
-                self._new_external[ordinal] = (position, loc.length)
-                self._fingerprint.update(f"|{ordinal}:{loc.offset}+{loc.length}@{position}".encode())
-                position += loc.length
+            for ordinal in sorted(self._to_copy, key=lambda o: self._new_external[o][0]):
+                path, offset = self._to_copy[ordinal]
+                position, length = self._new_external[ordinal]
+                if path not in sources:
+                    sources[path] = os.open(path, os.O_RDONLY)
+                _copy_range(sources[path], fd, offset, position, length)
         finally:
-            for fd in sources.values():
-                os.close(fd)
+            for source in sources.values():
+                os.close(source)
+        if os.fstat(fd).st_size != self._data_size:
+            os.ftruncate(fd, self._data_size)
+
+    def _settle(self) -> None:
+        """Wait for the last replacement's write and hash; their errors surface here."""
+        pending, self._pending = self._pending, []
+        for job in pending:
+            job.result()
+
+    def _submit(self, *jobs) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sparsify-write")
+        self._pending = [self._pool.submit(job) for job in jobs]
 
     def replace(self, tensor: TensorProto, bits: np.ndarray) -> None:
+        """Write ``bits`` as ``tensor``'s new payload.  The write happens in the background:
+        ``bits`` must stay unchanged until the next ``replace()``, ``finish()`` or ``abort()``."""
+        with self._rollback_on_error():
+            self._settle()
         data = np.ascontiguousarray(bits).reshape(-1).view(np.uint8).data  # no copy for the pwrite paths
         ordinal = self.model.ordinal(tensor)
         loc = self.model.location(tensor)
         if loc.kind == "embedded" and not self.model.uses_external_data:
-            self._pwrite(data, loc.offset, loc.length)
+            if len(data) != loc.length:
+                raise AssertionError("internal error: pruned tensor changed its byte length")
+            self._submit(lambda: self._pwrite(data, loc.offset, loc.length))
         elif loc.kind == "external":
             offset, length = self._new_external[ordinal]
-            self._pwrite(data, offset, length)
-            self._pruned[ordinal] = hashlib.sha256(data).hexdigest()
+            if len(data) != length:
+                raise AssertionError("internal error: pruned tensor changed its byte length")
+            self._to_copy.pop(ordinal, None)
+
+            def digest() -> None:
+                self._pruned[ordinal] = hashlib.sha256(data).hexdigest()
+            self._submit(lambda: self._pwrite(data, offset, length), digest)
         else:
             self._inline[ordinal] = bytes(data)
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
@@ -147,6 +196,8 @@ class ModelWriter:
 
     def read_back(self, tensor: TensorProto) -> bytes:
         """The bytes ``replace()`` wrote for ``tensor`` (read from the staging file)."""
+        with self._rollback_on_error():
+            self._settle()
         ordinal = self.model.ordinal(tensor)
         if ordinal in self._inline:
             return self._inline[ordinal]
@@ -178,8 +229,12 @@ class ModelWriter:
         """Write everything to staging files; return the one to verify.  Nothing the user
         had is touched until the publication is published."""
         with self._rollback_on_error():
+            self._settle()
+            if self.model.uses_external_data:
+                self._copy_the_rest()
             os.close(self._open_fd())
             self._fd = None
+            self._shut_down()
             if self.model.uses_external_data:
                 for ordinal in sorted(self._pruned):
                     self._fingerprint.update(f"|{ordinal}={self._pruned[ordinal]}".encode())
@@ -225,11 +280,22 @@ class ModelWriter:
         with open(path, "wb") as handle:
             handle.write(final.SerializeToString())
 
+    def _shut_down(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self.publication.discard()
+        try:
+            with contextlib.suppress(Exception):  # the run already failed: its error is the one to report
+                self._settle()
+        finally:
+            self._pending = []
+            self._shut_down()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self.publication.discard()
 
 
 def _set_raw(tensor: TensorProto, data: bytes) -> None:
