@@ -10,7 +10,8 @@ alternating rounds so drifts of a shared machine hit every command alike:
 - ``cat`` of the model and its data to /dev/null, against ``sparsify check`` (goal <= 1.2x);
 - with ``--today REV`` the same two sparsify commands from a git worktree of REV.
 
-Default: page cache warmed first (one ``cat``) and no ``sync``: what a repeated run sees.
+Default: page cache warmed first (one ``cat``), a ``sync`` before each command (untimed) so no
+command pays for the previous one's writes: what a repeated run sees.
 ``--cold``: before every command the page cache is dropped (needs root:
 ``/proc/sys/vm/drop_caches``) and each time includes a ``sync`` of what the command wrote: what
 a model that does not stay in memory costs, disk included.  Medians per command; results in
@@ -50,6 +51,7 @@ def drop_caches() -> None:
 
 
 def timed(cmd: list[str], cold: bool, cwd: Path | None = None) -> dict:
+    os.sync()  # the previous command's writes do not land in this one's time
     if cold:
         drop_caches()
     result = measure(cmd, cwd=cwd)
