@@ -1,6 +1,7 @@
 """Stored weights without copying them: each file is memory-mapped read-only once and a
-weight is a numpy view of its bytes, unmapped from the process once the caller moves on; a background thread reads the next weight
-into the page cache so reading it from disk overlaps work on the current one.
+weight is a numpy view of its bytes, unmapped from the process once the caller moves on; a
+background thread reads the next weight into the page cache so reading it from disk overlaps
+work on the current one.
 
 A view of page-cached data costs no copy (reading a multi-GB model this way runs at the speed
 of the page cache, where copying it into buffers with ``pread`` took several times longer on

@@ -176,19 +176,17 @@ class ModelWriter:
         data = np.ascontiguousarray(bits).reshape(-1).view(np.uint8).data  # no copy for the pwrite paths
         ordinal = self.model.ordinal(tensor)
         loc = self.model.location(tensor)
+        if loc.kind != "inline" and len(data) != loc.length:  # checked here, not on the writing thread
+            raise AssertionError("internal error: pruned tensor changed its byte length")
         if loc.kind == "embedded" and not self.model.uses_external_data:
-            if len(data) != loc.length:
-                raise AssertionError("internal error: pruned tensor changed its byte length")
-            self._submit(lambda: self._pwrite(data, loc.offset, loc.length))
+            self._submit(lambda: self._pwrite(data, loc.offset))
         elif loc.kind == "external":
-            offset, length = self._new_external[ordinal]
-            if len(data) != length:
-                raise AssertionError("internal error: pruned tensor changed its byte length")
+            offset = self._new_external[ordinal][0]
             self._to_copy.pop(ordinal, None)
 
             def digest() -> None:
                 self._pruned[ordinal] = hashlib.sha256(data).hexdigest()
-            self._submit(lambda: self._pwrite(data, offset, length), digest)
+            self._submit(lambda: self._pwrite(data, offset), digest)
         else:
             self._inline[ordinal] = bytes(data)
             if loc.kind == "inline" and not tensor.HasField("raw_data"):
@@ -213,9 +211,7 @@ class ModelWriter:
             raise AssertionError("internal error: the writer's file is closed")
         return self._fd
 
-    def _pwrite(self, data: bytes | memoryview, offset: int, length: int) -> None:
-        if len(data) != length:
-            raise AssertionError("internal error: pruned tensor changed its byte length")
+    def _pwrite(self, data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
         fd = self._open_fd()
         try:

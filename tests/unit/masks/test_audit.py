@@ -7,7 +7,6 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from onnx import TensorProto, helper, numpy_helper
 
 import sparsify.masks.nm as nm_module
@@ -15,8 +14,7 @@ from sparsify import check
 from sparsify.io.dtypes import abs_mask
 from sparsify.masks.nm import NMAudit, group_view
 from tests.builders import groups, make_model, save, vi
-
-PATTERNS = st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 4), (4, 8), (2, 8), (5, 16)])
+from tests.unit.masks.test_nm import weight_and_axis
 
 
 def _reference(nonzero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, int, int]:
@@ -24,20 +22,12 @@ def _reference(nonzero: np.ndarray, axis: int, n: int, m: int) -> tuple[int, int
     return int(nonzero.sum()), int((counts > n).sum()), int(counts.size)
 
 
-@st.composite
-def stored_weight(draw):
-    n, m = draw(PATTERNS)
-    rank = draw(st.integers(1, 4))
-    axis = draw(st.integers(0, rank - 1))
-    shape = [draw(st.integers(1, 5)) for _ in range(rank)]
-    shape[axis] = m * draw(st.integers(1, 4))
-    # Mostly zeros of both signs, so groups on either side of n are common.
-    values = draw(hnp.arrays(np.float32, shape, elements=st.sampled_from([0.0, -0.0, 0.0, 1.5, -2.0, np.nan])))
-    return values, axis, n, m
+# Mostly zeros of both signs, so groups on either side of n are common.
+STORED = st.sampled_from([0.0, -0.0, 0.0, 1.5, -2.0, np.nan])
 
 
 @settings(max_examples=300, deadline=None)
-@given(stored_weight(), st.sampled_from([np.float32, np.float16]), st.sampled_from([1 << 22, 8, 1]))
+@given(weight_and_axis(STORED), st.sampled_from([np.float32, np.float16]), st.sampled_from([1 << 22, 8, 1]))
 def test_float_audit_matches_reference(case, dtype, chunk):
     values, axis, n, m = case
     values = values.astype(dtype)

@@ -12,15 +12,19 @@ from tests.builders import groups, is_nm, reference_prune
 PATTERNS = st.sampled_from([(1, 2), (2, 4), (1, 4), (3, 4), (4, 8), (2, 8), (5, 16)])
 
 
+# Small integer-valued floats make ties common, which exercises the tie-break.
+TIES = st.integers(-4, 4).map(float)
+
+
 @st.composite
-def weight_and_axis(draw):
+def weight_and_axis(draw, elements=TIES):
+    """(float32 weight, axis, n, m) with the axis a multiple of m."""
     n, m = draw(PATTERNS)
     rank = draw(st.integers(1, 4))
     axis = draw(st.integers(0, rank - 1))
     shape = [draw(st.integers(1, 5)) for _ in range(rank)]
     shape[axis] = m * draw(st.integers(1, 4))
-    # Small integer-valued floats make ties common, which exercises the tie-break.
-    values = draw(hnp.arrays(np.float32, shape, elements=st.integers(-4, 4).map(float)))
+    values = draw(hnp.arrays(np.float32, shape, elements=elements))
     return values, axis, n, m
 
 
