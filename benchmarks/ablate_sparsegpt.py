@@ -8,6 +8,9 @@ the sparsegpt pass, in its own process (the change is made in that process only)
 combines variants:
 
 - ``default``: the shipped settings
+- ``no-fit``: SparseGPT's weights as OBS leaves them (no least-squares fit of the kept weights)
+- ``fit-iterations=N``: that fit with N conjugate-gradient iterations
+- ``stored-order``: OBS visits the groups of M columns as stored (not the most excited first)
 - ``no-refit``: no refit of each weight toward the dense model's output
 - ``refit-to-zero``: the refit as a plain damped least-squares fit (shrinks toward zero, not
   toward the original weight)
@@ -46,19 +49,19 @@ for part in a.pop("variant").split("+"):
     if part == "no-refit":
         sg.Prepared.refit = lambda self, weight: weight.astype(self.factor.dtype)
     elif part == "refit-to-zero":  # plain damped least squares, A^T = H_d^-1 C W^T: unexcited directions shrink to zero
-        def prepare(stats, group, hessian):
+        def prepare(stats, group, hessian, m):
             if group not in stats.factors:
                 drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
-                cross = None if drift is None else (drift + hessian).astype(np.float32)  # C itself, not C - H
-                stats.factors[group] = sg.Prepared(sg.obs_factor(hessian), cross)
+                cross = None if drift is None else drift + hessian  # C itself, not C - H
+                stats.factors[group] = sg.prepare(hessian, cross, m)
             return stats.factors[group]
         def refit(self, weight):
-            w, u = weight.astype(self.factor.dtype), self.factor
-            return w if self.shift is None else (u.T @ (u @ (self.shift @ w.T))).T
+            w = weight.astype(self.factor.dtype)
+            return w if self.shift is None else self.solve(self.shift @ w.T).T
         methods._prepared, sg.Prepared.refit = prepare, refit
     elif part.startswith("refit-damp="):  # the refit with its own ridge (a second factorisation)
-        def prepare(stats, group, hessian, original=methods._prepared, ridge=float(part[11:])):
-            prepared = original(stats, group, hessian)
+        def prepare(stats, group, hessian, m, original=methods._prepared, ridge=float(part[11:])):
+            prepared = original(stats, group, hessian, m)
             prepared.refit_factor = sg.inverse_factor(hessian, ridge, 0.0, np.float32)
             return prepared
         def refit(self, weight):
@@ -70,7 +73,7 @@ for part in a.pop("variant").split("+"):
     elif part.startswith("damp="):
         sg.DAMP = float(part[5:])
     elif part.startswith("block="):
-        sg.sparsegpt_prune.__kwdefaults__["block"] = int(part[6:])
+        sg.BLOCK = int(part[6:])
     elif part == "parallel":  # every stage measured on the dense model: no compensation of earlier error
         from sparsify.calibrate.streamed import StreamedModel
         StreamedModel.set_bits = StreamedModel.set_written = lambda self, name, value: None
@@ -78,6 +81,13 @@ for part in a.pop("variant").split("+"):
         a["bias_correction"] = False
     elif part == "wanda":
         a["method"] = "wanda"
+    elif part == "no-fit":
+        sg.fit_kept = lambda target, pruned, damped: pruned
+    elif part.startswith("fit-iterations="):
+        import sparsify.masks.kept_fit as kept_fit
+        kept_fit.ITERATIONS = int(part[15:])
+    elif part == "stored-order":
+        sg.group_order = lambda hessian, m: np.arange(hessian.shape[0])
     elif part != "default":
         raise SystemExit(f"unknown variant {part}")
 sparsify.prune(a.pop("model"), output=a.pop("output"), **a)

@@ -48,11 +48,13 @@ def remove_model(path: Path) -> None:
 
 
 def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path | None,
-              activation_memory: int | None = None) -> dict:
+              activation_memory: int | None = None, fit_iterations: int | None = None) -> dict:
     arguments = {"model": str(model), "output": str(out), "method": method, "verify": False,
                  "calibration": [str(calibration)] if calibration and method != "magnitude" else None}
     if activation_memory is not None:
         arguments["activation_memory"] = activation_memory
+    if fit_iterations is not None and method == "sparsegpt":
+        arguments["fit_iterations"] = fit_iterations
     result = measure([PY, "-c", PRUNE, json.dumps(arguments)], cwd=root, env={"PYTHONPATH": str(root)})
     report_file = out.with_name(out.stem + ".report.json")
     calibrated = json.loads(report_file.read_text()).get("calibration") if report_file.exists() else None
@@ -76,6 +78,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16, help="decoder: tokens per calibration sequence")
     parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     parser.add_argument("--today", metavar="REV", help="also run every method with the code of git revision REV")
+    parser.add_argument("--fit-iterations", type=int, metavar="N",
+                        help="sparsegpt's --fit-iterations for the current code (default: its own default)")
     parser.add_argument("--activation-memory", type=int, metavar="BYTES",
                         help="also run each data-aware method with this --activation-memory (0: every activation on disk)")
     parser.add_argument("--workdir", type=Path, default=HERE / "out" / "calibration" / "work")
@@ -102,9 +106,11 @@ def main() -> None:
                      "date": time.strftime("%Y-%m-%d"), "model_mb": round(size_mb, 1), "dense_forward": forward,
                      "shape": f"{'decoder' if args.decoder else 'ViT'} {args.layers} x d{args.d_model}/ff{args.d_ff}",
                      "samples": args.samples, "tokens": args.tokens if args.decoder else None, "today": args.today,
-                     "activation_memory": args.activation_memory, "methods": {}}
+                     "activation_memory": args.activation_memory, "fit_iterations": args.fit_iterations,
+                     "methods": {}}
     for method in args.methods.split(","):
-        entry = {"now": prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration)}
+        entry = {"now": prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration,
+                                  fit_iterations=args.fit_iterations)}
         if today is not None:
             entry["before"] = prune_run(today, model, work / f"before.{method}.onnx", method, calibration)
         if args.activation_memory is not None and method != "magnitude":
@@ -132,8 +138,10 @@ def report(results: dict) -> str:
         floor_line = (f"dense forward over the calibration set: {forward['seconds']} s; floor = magnitude + "
                       f"that = {'-' if floor is None else f'{floor:.1f} s'}")
     tokens = f" x {results['tokens']} tokens" if results.get("tokens") else ""
+    fit = results.get("fit_iterations")
+    fit_line = [] if fit is None else [f"sparsegpt with --fit-iterations {fit}"]
     lines = [f"{results['shape']}, {size:.0f} MB fp32, {results['samples']}{tokens} calibration samples; "
-             f"{results['machine']}, Python {results['python']}, {results['date']}", floor_line, "",
+             f"{results['machine']}, Python {results['python']}, {results['date']}", floor_line, *fit_line, "",
              "| method | seconds | / floor | peak RSS (MB) | RSS / model | 2:4 by check | seconds before | speedup |",
              "|---|---:|---:|---:|---:|---|---:|---:|"]
     for method, entry in results["methods"].items():

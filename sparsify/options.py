@@ -20,6 +20,7 @@ from sparsify.analysis.profit import DEFAULT_MIN_CHANNELS
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.errors import UsageError
 from sparsify.io.npz import ArraySource
+from sparsify.masks.kept_fit import ITERATIONS as FIT_ITERATIONS
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
 from sparsify.pattern import NMPattern, parse_pattern
 
@@ -74,6 +75,9 @@ class PruneOptions:
     bias_correction: bool = _opt(True, "--no-bias-correction", negate=True, group=_DATA_AWARE,
                                  help="with wanda/sparsegpt, leave biases untouched (default: shift each pruned layer's "
                                       "bias so its mean output on the calibration data matches the dense model's)")
+    fit_iterations: int | None = _opt(None, "--fit-iterations", kind=int, metavar="N", group=_DATA_AWARE,
+                                      help="sparsegpt: conjugate-gradient iterations fitting the kept weights to the "
+                                           f"mask OBS chose (default {FIT_ITERATIONS}; 0: OBS's own weights, fastest)")
     permute: bool = _opt(False, "--permute", group=_DATA_AWARE,
                          help="permute input channels to raise the magnitude N:M keeps, where the producing layer and "
                               "the channel-wise ops between can be permuted to match (exact; gains in the report)")
@@ -162,14 +166,15 @@ class PruneOptions:
                 raise UsageError(f"{n(option)} must be a number, got {value!r}") from None
             if option != "min_top1_agreement" and not getattr(self, option) >= 0:
                 raise UsageError(f"{n(option)} must be >= 0, got {value}")
-        for option in ("max_input_bytes", "activation_memory"):
+        for option in ("max_input_bytes", "activation_memory", "fit_iterations"):
             value = getattr(self, option)
             if value is None:
                 continue
+            what = "a count" if option == "fit_iterations" else "a number of bytes"
             try:
                 setattr(self, option, operator.index(value))  # numpy integers too, never a float or a bool
             except TypeError:
-                raise UsageError(f"{n(option)} must be an integer number of bytes, got {value!r}") from None
+                raise UsageError(f"{n(option)} must be an integer ({what}), got {value!r}") from None
             if isinstance(value, bool) or getattr(self, option) < 0:
                 raise UsageError(f"{n(option)} must be an integer >= 0, got {value!r}")
 
@@ -185,6 +190,8 @@ class PruneOptions:
         if not self.bias_correction and not calibrated:
             off = "--no-bias-correction" if n("method") == "--method" else "bias_correction=False"
             raise UsageError(f"{off} applies only to {n('method')} wanda or sparsegpt")
+        if self.fit_iterations is not None and self.method != "sparsegpt":
+            raise UsageError(f"{n('fit_iterations')} applies only to {n('method')} sparsegpt")
         if self.activation_memory is not None and not self.calibration:
             raise UsageError(f"{n('activation_memory')} applies only with {n('calibration')} data")
         if self.eval_data is not None and not budget:
@@ -201,7 +208,7 @@ class PruneOptions:
     def data_aware(self) -> DataAwareOptions:
         return DataAwareOptions(self.method, list(self.calibration), self.max_accuracy_drop, self.max_output_drift,
                                 self.eval_data, self.inputs, self.bias_correction, self.permute,
-                                self.activation_memory)
+                                self.activation_memory, self.fit_iterations)
 
     def read_files(self) -> dict[str, list[Path]]:
         """The npz files these options read, by field (arrays given in memory are not files)."""

@@ -20,6 +20,7 @@ class DataAwareOptions:
     bias_correction: bool = True  # calibrated methods move each layer's output mean back
     permute: bool = False  # search input-channel permutations where a graph equivalent exists
     activation_memory: int | None = None  # bytes of calibration activations held in memory (None: a quarter of RAM)
+    fit_iterations: int | None = None  # sparsegpt's fit of the kept weights (None: masks/kept_fit.py's default)
 
     @property
     def beyond_magnitude(self) -> bool:

@@ -224,7 +224,7 @@ class _DataAwarePass:
         bits = self.read(src.name, src.tensor)
         activation = stats.get(stats_key(rows[0].target)) if stats else None
         result, note = prune_with_method(self.options.method, bits, src, rows[0].target.op_node(), self.pattern,
-                                         self.loaded.read_bits, activation)
+                                         self.loaded.read_bits, activation, fit_iterations=self.options.fit_iterations)
         if result.new_bits is not None and self.feeds:
             self.memory.set_bits(src.name, result.new_bits)
             if self.options.bias_correction and activation is not None and len(rows) == 1:

@@ -18,7 +18,7 @@ from sparsify.masks.blas import large_ops
 from sparsify.masks.columns import columns_to_weight, weight_columns
 from sparsify.masks.nm import nm_violations
 from sparsify.masks.registry import METHODS, NEEDS_CALIBRATION
-from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare, sparsegpt_prune
+from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
@@ -43,7 +43,7 @@ def _sparsegpt_refusal(node: onnx.NodeProto, src: WeightSource | None) -> str | 
 
 
 def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProto, pattern: NMPattern,
-                      stats: ActivationStats) -> np.ndarray:
+                      stats: ActivationStats, fit_iterations: int | None) -> np.ndarray:
     """The OBS update on the weight as the Hessian sees it: [rows, K] for a GEMM or pointwise
     conv, [group, M/g, prod(k)·C/g] for a conv with a kernel, stride, padding or groups."""
     if stats.hessian is None:
@@ -53,36 +53,33 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
         columns = weight_columns(values, group)
         if stats.hessian.shape != (group, columns.shape[2], columns.shape[2]):
             raise SparseGPTError("no calibration Hessian matches this weight")
-        groups = []
-        for g in range(group):
-            prepared = _prepared(stats, g, stats.hessian[g])
-            groups.append(sparsegpt_prune(prepared.refit(columns[g]), stats.hessian[g], pattern.n, pattern.m,
-                                          factor=prepared.factor))
+        groups = [_prepared(stats, g, stats.hessian[g], pattern.m).prune(columns[g], pattern.n, pattern.m,
+                                                                         fit_iterations)
+                  for g in range(group)]
         return columns_to_weight(np.stack(groups), values.shape)
     moved = np.moveaxis(values, src.axis, -1)
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    prepared = _prepared(stats, 0, stats.hessian)
-    weight = prepared.refit(moved.reshape(-1, k))
-    pruned = sparsegpt_prune(weight, stats.hessian, pattern.n, pattern.m, factor=prepared.factor)
+    pruned = _prepared(stats, 0, stats.hessian, pattern.m).prune(moved.reshape(-1, k), pattern.n, pattern.m,
+                                                                 fit_iterations)
     return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
 
 
-def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray) -> Prepared:
+def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray, m: int) -> Prepared:
     """The factors for ``hessian``, this activation's (of conv group ``group``), computed once
-    for every weight that reads it."""
+    for every weight that reads it (the pattern's M is the same for all of them)."""
     if group not in stats.factors:
         drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
-        stats.factors[group] = prepare(hessian, drift)
+        stats.factors[group] = prepare(hessian, drift, m)
     return stats.factors[group]
 
 
-def _sparsegpt(bits, src, node, pattern, read_bits, stats) -> PruneResult:
+def _sparsegpt(bits, src, node, pattern, read_bits, stats, fit_iterations: int | None) -> PruneResult:
     dtype = src.tensor.data_type
     values = to_float32(bits, dtype).astype(np.float64)
     with large_ops():  # no more BLAS threads than free cores (masks/blas.py)
-        new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats), dtype)
+        new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats, fit_iterations), dtype)
     before = nonzero_mask(bits, src, read_bits)
     after = nonzero_mask(new_bits, src, read_bits)
     bad_after, _ = nm_violations(after, src.axis, pattern.n, pattern.m)
@@ -108,8 +105,10 @@ def _wanda_scale(stats: ActivationStats, src: WeightSource, node: onnx.NodeProto
 
 
 def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: onnx.NodeProto,
-                      pattern: NMPattern, read_bits: ReadBits, stats: ActivationStats | None) -> tuple[PruneResult, str]:
-    """Prune one weight; (result, note) where the note explains a fallback ("" if none)."""
+                      pattern: NMPattern, read_bits: ReadBits, stats: ActivationStats | None,
+                      fit_iterations: int | None = None) -> tuple[PruneResult, str]:
+    """Prune one weight; (result, note) where the note explains a fallback ("" if none).
+    ``fit_iterations``: sparsegpt's fit of the kept weights (None: its default; 0: none)."""
     if method == "magnitude":
         return prune_weight(bits, src, pattern, read_bits), ""
     if stats is None:
@@ -125,7 +124,7 @@ def prune_with_method(method: str, bits: np.ndarray, src: WeightSource, node: on
     refusal = _sparsegpt_refusal(node, src)
     if refusal is None:
         try:
-            return _sparsegpt(bits, src, node, pattern, read_bits, stats), ""
+            return _sparsegpt(bits, src, node, pattern, read_bits, stats, fit_iterations), ""
         except SparseGPTError as exc:
             refusal = str(exc)
     return prune_weight(bits, src, pattern, read_bits), f"sparsegpt: {refusal}; magnitude used"

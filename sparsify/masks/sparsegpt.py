@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparsify.masks.blas import small_ops
+from sparsify.masks.kept_fit import DampedHessian, fit_kept
 
-__all__ = ["Prepared", "SparseGPTError", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
+__all__ = ["Prepared", "SparseGPTError", "group_order", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
 
 
 class SparseGPTError(ValueError):
@@ -30,6 +31,19 @@ def _lapack(name: str, like: np.ndarray):
     except ImportError:
         return None
     return lapack.get_lapack_funcs(name, (like,))
+
+
+def _inverse_times(u: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """U^T (U y) for an upper-triangular C-ordered ``u`` [K, K] and ``y`` [K, columns], with BLAS
+    trmm when SciPy is installed (half a general product's work: ``u.T`` is the same memory read
+    as a lower-triangular Fortran matrix, ``y.T`` a Fortran [columns, K] one)."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return u.T @ (u @ y)
+    trmm = blas.get_blas_funcs("trmm", (u, y))
+    uy_t = trmm(1.0, u.T, np.ascontiguousarray(y).T, side=1, lower=1)  # y^T U^T = (U y)^T
+    return trmm(1.0, u.T, uy_t, side=1, lower=1, trans_a=1, overwrite_b=1).T  # (U y)^T U = (U^T U y)^T
 
 
 def _lower_inverse(lower: np.ndarray) -> np.ndarray:
@@ -56,14 +70,20 @@ def _cholesky_in_place(base: np.ndarray) -> np.ndarray:
     return upper.T
 
 
-DAMP = 0.01  # added to H's diagonal, as a fraction of its mean (the paper's 1%)
+DAMP = 0.03  # added to H's diagonal, as a fraction of its mean (the paper: 1%; 3% here, docs/methods.md)
+BLOCK = 128  # columns per lazy batch update (the paper's B)
 SHRINK = 0.2  # H's off-diagonal scaled by 1 - SHRINK: a noisy estimate from little data (docs/methods.md)
 
 
-def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype: type) -> np.ndarray:
-    """J H J (J the reversal), shrunk toward its diagonal, dead inputs set to 1, damped by
-    damp * 10^attempt of the mean diagonal: a new ``dtype`` matrix."""
-    base: np.ndarray = np.array(hessian[::-1, ::-1], dtype=dtype)
+def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype: type,
+            index: np.ndarray | None = None) -> np.ndarray:
+    """J H J (J the reversal; with ``index``, H's rows and columns taken in that order),
+    shrunk toward its diagonal, dead inputs set to 1, damped by damp * 10^attempt of the mean
+    diagonal: a new ``dtype`` matrix."""
+    if index is None:
+        base: np.ndarray = np.array(hessian[::-1, ::-1], dtype=dtype)
+    else:
+        base = np.asarray(hessian[np.ix_(index[::-1], index[::-1])], dtype=dtype)  # already a new array
     diagonal = np.einsum("ii->i", base)  # a writable view of the diagonal
     if shrink:
         kept = diagonal.copy()
@@ -74,21 +94,32 @@ def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype
     return base
 
 
-def _inverse_cholesky(hessian: np.ndarray, damp: float, shrink: float = 0.0,
-                      dtype: type = np.float64) -> np.ndarray:
+def _factor_and_diagonal(hessian: np.ndarray, damp: float, shrink: float, dtype: type,
+                         index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The upper factor U of H^-1 (U^T U = H^-1), as the reference code uses it, from ONE
     Cholesky factorisation: with J the reversal permutation, J H J = L L^T gives H = U0 U0^T
     for the upper-triangular U0 = J L J, so H^-1 = (U0^-1)^T U0^-1 and U = U0^-1.  ``shrink``
     first moves H toward its diagonal.  One K x K ``dtype`` matrix is worked on in place, plus
-    the result (the Hessian itself was summed in float64)."""
+    the result (the Hessian itself was summed in float64).  With ``index``, the factor is that
+    of H with rows and columns in that order.  Also the diagonal of the shrunk, damped H that was
+    factored, in H's own order."""
     for attempt in range(6):
+        base = _damped(hessian, shrink, damp, attempt, dtype, index)
+        diagonal = np.empty(len(base), dtype=base.dtype)  # read before the factorisation overwrites it
+        diagonal[np.arange(len(base)) if index is None else index] = np.diag(base)[::-1]
         try:
-            lower = _cholesky_in_place(_damped(hessian, shrink, damp, attempt, dtype))
+            lower = _cholesky_in_place(base)
         except np.linalg.LinAlgError:
             continue
         # U = U0^-1 with U0 = J L J, i.e. J L^-1 J
-        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1], dtype=dtype)
+        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1], dtype=dtype), diagonal
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")
+
+
+def _inverse_cholesky(hessian: np.ndarray, damp: float, shrink: float = 0.0,
+                      dtype: type = np.float64) -> np.ndarray:
+    """The upper factor of the shrunk, damped H^-1 (:func:`_factor_and_diagonal`)."""
+    return _factor_and_diagonal(hessian, damp, shrink, dtype)[0]
 
 
 def inverse_factor(hessian: np.ndarray, damp: float = DAMP, shrink: float = 0.0,
@@ -103,34 +134,83 @@ def inverse_factor(hessian: np.ndarray, damp: float = DAMP, shrink: float = 0.0,
 @dataclass
 class Prepared:
     """What every weight reading one activation (Q, K and V) shares: the upper factor U of
-    the shrunk, damped H^-1 (one factorisation) and, with a dense reference, C - H.  In
-    float32, as in the reference implementation: the factorisation and the products with the
-    weights run at twice float64's speed in half the memory, and the damping keeps the
-    factorisation well conditioned (H itself is summed in float64)."""
+    the shrunk, damped H^-1 (one factorisation), with the columns in the order OBS visits them,
+    and, with a dense reference, C - H.  In float32, as in the reference implementation: the
+    factorisation and the products with the weights run at twice float64's speed in half the
+    memory, and the damping keeps the factorisation well conditioned (H itself is summed in
+    float64)."""
 
-    factor: np.ndarray
+    factor: np.ndarray  # U^T U = H_d^-1 with rows and columns in ``order``
     shift: np.ndarray | None = None  # C - H = X^T (X_dense - X)
+    damped: DampedHessian | None = None  # H_d itself, for the fit of the kept weights
+    order: np.ndarray | None = None  # the column order OBS works in (None: as stored)
+    dead: np.ndarray | None = None  # inputs the calibration data never excited (diag(H) = 0)
+
+    def solve(self, y: np.ndarray) -> np.ndarray:
+        """H_d^-1 y for ``y`` [K, columns] in the weight's own column order."""
+        if self.order is None:
+            return _inverse_times(self.factor, y)
+        result = np.empty_like(y)
+        result[self.order] = _inverse_times(self.factor, y[self.order])
+        return result
 
     def refit(self, weight: np.ndarray) -> np.ndarray:
         """Refit toward the dense output, shrunk toward the original weight:
         argmin_A ||X A - X_dense W||^2 + (A - W)^T D (A - W) (rows here are output features), with
-        D the damping and shrinkage that the factor carries, i.e. A^T = W^T + H_d^-1 (C - H) W^T
-        where H_d^-1 = U^T U.  Directions the calibration data barely excites keep the original
-        weight; a plain least-squares refit would shrink them toward zero and overfit little
-        calibration data (docs/methods.md has the ablation).  With no drift (C = H) the weight
-        is unchanged."""
+        D the damping and shrinkage that the factor carries, i.e. A^T = W^T + H_d^-1 (C - H) W^T.
+        Directions the calibration data barely excites keep the original weight; a plain
+        least-squares refit would shrink them toward zero and overfit little calibration data
+        (docs/methods.md has the ablation).  With no drift (C = H) the weight is unchanged."""
         w = weight.astype(self.factor.dtype)
         if self.shift is None:
             return w
-        u = self.factor
-        return w + (u.T @ (u @ (self.shift @ w.T))).T
+        return w + self.solve(self.shift @ w.T).T
+
+    def prune(self, weight: np.ndarray, n: int, m: int, fit_iterations: int | None = None) -> np.ndarray:
+        """The weight [rows, K] refit toward the dense output, pruned to N:M by OBS (columns in
+        ``order``), then its kept weights fitted for the mask OBS chose (masks/kept_fit.py;
+        ``fit_iterations`` of it, None: its default, 0: none)."""
+        target = self.refit(weight)
+        cols = target.shape[1]
+        if cols % m or self.factor.shape != (cols, cols):
+            raise SparseGPTError(f"reduction length {cols} does not match the Hessian or is not divisible by {m}")
+        if not np.all(np.isfinite(target)):
+            raise SparseGPTError("weight holds non-finite values")
+        if self.dead is not None:
+            target[:, self.dead] = 0.0  # inputs never active: their weights never matter
+        visited = target.copy() if self.order is None else target[:, self.order]
+        pruned = _obs(visited, self.factor, n, m, BLOCK)
+        if self.order is not None:
+            pruned[:, self.order] = pruned.copy()
+        if self.damped is None or fit_iterations == 0:
+            return pruned
+        return fit_kept(target, pruned, self.damped, fit_iterations)
 
 
-def prepare(hessian: np.ndarray, drift: np.ndarray | None = None) -> Prepared:
-    """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any)."""
+def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
+    """Columns in groups of ``m`` (as stored), the groups by descending activation energy (the
+    sum of their diagonal of H): OBS fixes the most excited inputs' masks first, with least error
+    carried into them, and later groups absorb the compensation (GPTQ's "act order", applied to
+    whole N:M groups so each group stays M contiguous inputs).  docs/methods.md has its effect."""
+    k = hessian.shape[0]
+    energy = np.diag(hessian).astype(np.float64).reshape(k // m, m).sum(axis=1)
+    groups = np.argsort(-energy, kind="stable")
+    return (groups[:, None] * m + np.arange(m)).reshape(-1)
+
+
+def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None = None) -> Prepared:
+    """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any); with
+    ``m`` (the pattern's M, dividing K), OBS visits groups of M columns in :func:`group_order`."""
     if drift is not None and (drift.shape != hessian.shape or not np.all(np.isfinite(drift))):
         raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
-    return Prepared(obs_factor(hessian), None if drift is None else drift.astype(np.float32, copy=False))
+    if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or not np.all(np.isfinite(hessian)):
+        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    order = group_order(hessian, m) if m and hessian.shape[0] % m == 0 else None
+    factor, diagonal = _factor_and_diagonal(hessian, DAMP, SHRINK, np.float32, order)
+    damped = DampedHessian(np.asarray(hessian, dtype=np.float32), diagonal, 1.0 - SHRINK)
+    dead = np.diag(hessian) == 0
+    return Prepared(factor, None if drift is None else drift.astype(np.float32, copy=False), damped, order,
+                    dead if dead.any() else None)
 
 
 def obs_factor(hessian: np.ndarray) -> np.ndarray:
@@ -139,7 +219,7 @@ def obs_factor(hessian: np.ndarray) -> np.ndarray:
 
 
 def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, damp: float = DAMP,
-                    block: int = 128, factor: np.ndarray | None = None) -> np.ndarray:
+                    block: int = BLOCK, factor: np.ndarray | None = None) -> np.ndarray:
     """``weight``: [rows, K] (K = reduction axis), ``hessian``: [K, K] = X^T X; ``factor``:
     :func:`inverse_factor` of it, when already computed.
 
@@ -156,7 +236,13 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
     if not np.all(np.isfinite(w)):
         raise SparseGPTError("weight holds non-finite values")
     w[:, np.diag(hessian) == 0] = 0.0  # inputs never active: their weights never matter
-    hinv = _inverse_cholesky(hessian, damp) if factor is None else factor
+    return _obs(w, _inverse_cholesky(hessian, damp) if factor is None else factor, n, m, block)
+
+
+def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndarray:
+    """OBS on ``w`` [rows, K] in place, column group by column group, with ``hinv`` the upper
+    factor of H^-1 in the same column order; returns ``w``."""
+    rows, cols = w.shape
     block = max(m, (block // m) * m)
     row_index = np.arange(rows)[:, None]
     for i1 in range(0, cols, block):

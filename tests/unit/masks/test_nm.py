@@ -142,11 +142,11 @@ def _reference_sparsegpt(w, hinv, n, m, block):
 
 @pytest.mark.parametrize("n, m, block", [(2, 4, 128), (2, 4, 8), (1, 4, 16), (4, 8, 32)])
 def test_group_batched_sparsegpt_equals_the_column_by_column_reference(n, m, block):
-    from sparsify.masks.sparsegpt import _inverse_cholesky, sparsegpt_prune
+    from sparsify.masks.sparsegpt import DAMP, _inverse_cholesky, sparsegpt_prune
 
     rng = np.random.default_rng(n * 10 + m)
     w, x = rng.standard_normal((12, 64)), rng.standard_normal((300, 64))
     h = x.T @ x
     got = sparsegpt_prune(w, h, n, m, block=block)
-    expected = _reference_sparsegpt(w, _inverse_cholesky(h, 0.01), n, m, max(m, (block // m) * m))
+    expected = _reference_sparsegpt(w, _inverse_cholesky(h, DAMP), n, m, max(m, (block // m) * m))
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-10)

@@ -97,3 +97,22 @@ def test_a_hessian_that_needs_more_damping_still_factors():
     h = np.outer(v, v) - 1e-3 * np.eye(16) * float(np.mean(v**2))
     u = sg.inverse_factor(h, damp=1e-6)
     assert np.all(np.isfinite(u)) and np.allclose(np.triu(u), u)
+
+
+@pytest.mark.parametrize("m", [None, 4])
+def test_refit_with_blas_trmm_equals_the_plain_products(monkeypatch, m):
+    """The refit's H_d^-1 products run as triangular BLAS products (column order or not); the
+    NumPy path without SciPy gives the same weights."""
+    import sys
+
+    x, x_dense, _, w = _subspace_data(6, k=16, rows=300)
+    h, drift = x.T @ x, x.T @ (x_dense - x)
+    prepared = prepare(h, drift, m)
+    u = prepared.factor.astype(np.float64)
+    inverse = np.linalg.inv(u.T @ u) if m is None else None
+    fast = prepared.refit(w)
+    if inverse is not None:  # the plain formula, written out
+        plain = w + (np.linalg.solve(inverse, drift.astype(np.float32) @ w.T.astype(np.float32))).T
+        np.testing.assert_allclose(fast, plain, rtol=1e-3, atol=1e-3)
+    monkeypatch.setitem(sys.modules, "scipy.linalg", None)
+    np.testing.assert_allclose(prepared.refit(w), fast, rtol=1e-5, atol=1e-5)

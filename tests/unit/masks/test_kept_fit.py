@@ -1,0 +1,145 @@
+"""The fit of the weights SparseGPT keeps: against an exact per-row solve, and never worse than OBS."""
+
+import numpy as np
+import pytest
+
+from sparsify.masks import sparsegpt as sg
+from sparsify.masks.kept_fit import DampedHessian, fit_kept
+from sparsify.masks.sparsegpt import prepare, sparsegpt_prune
+from tests.builders import is_nm
+
+
+def _problem(seed: int, rows: int = 8, k: int = 32, tokens: int = 40):
+    """Few calibration rows for K inputs (a noisy, nearly singular H, as with little data)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((tokens, k)) * rng.uniform(0.2, 3.0, k)
+    return rng.standard_normal((rows, k)).astype(np.float32), x.T @ x
+
+
+def _explicit(damped: DampedHessian) -> np.ndarray:
+    h = damped.scale * damped.hessian.astype(np.float64)
+    np.fill_diagonal(h, damped.diagonal)
+    return h
+
+
+def _exact(target: np.ndarray, keep: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Row by row: a_S = w_S + H_SS^-1 H_SP w_P, zero elsewhere (an independent solve)."""
+    out = np.zeros(target.shape)
+    for i, (w, s) in enumerate(zip(target.astype(np.float64), keep, strict=True)):
+        p = ~s
+        out[i, s] = w[s] + np.linalg.solve(h[np.ix_(s, s)], h[np.ix_(s, p)] @ w[p])
+    return out
+
+
+def _objective(a: np.ndarray, target: np.ndarray, h: np.ndarray) -> np.ndarray:
+    d = a.astype(np.float64) - target
+    return np.einsum("ij,jk,ik->i", d, h, d)
+
+
+def test_damped_hessian_is_the_shrunk_damped_matrix_the_factor_inverts():
+    _, h = _problem(0)
+    prepared = prepare(h)
+    explicit = _explicit(prepared.damped)
+    u = prepared.factor.astype(np.float64)
+    np.testing.assert_allclose(u.T @ u, np.linalg.inv(explicit), rtol=3e-3, atol=1e-6)
+    rows = np.random.default_rng(1).standard_normal((5, 32)).astype(np.float32)
+    np.testing.assert_allclose(prepared.damped.times(rows), rows @ explicit, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fit_reaches_the_exact_least_squares_weights_for_the_mask(seed):
+    target, h = _problem(seed)
+    prepared = prepare(h)
+    pruned = sparsegpt_prune(target, h, 2, 4, factor=prepared.factor)
+    fitted = fit_kept(target, pruned, prepared.damped, iterations=200)
+    explicit = _explicit(prepared.damped)
+    exact = _exact(target, pruned != 0, explicit)
+    assert is_nm(fitted, 1) and np.array_equal(fitted != 0, pruned != 0)
+    np.testing.assert_allclose(fitted, exact, rtol=2e-3, atol=2e-3)
+    # OBS alone is not that optimum (otherwise this test could not tell a fit from none)
+    assert np.all(_objective(pruned, target, explicit) > _objective(exact, target, explicit) * (1 + 1e-3))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_default_fit_never_ends_worse_than_obs_and_keeps_its_zeros(seed):
+    rng = np.random.default_rng(100 + seed)
+    target, h = _problem(seed + 100, rows=int(rng.integers(1, 12)), k=4 * int(rng.integers(2, 20)),
+                         tokens=int(rng.integers(3, 200)))
+    prepared = prepare(h)
+    pruned = sparsegpt_prune(target, h, 2, 4, factor=prepared.factor)
+    fitted = fit_kept(target, pruned, prepared.damped)
+    explicit = _explicit(prepared.damped)
+    before, after = _objective(pruned, target, explicit), _objective(fitted, target, explicit)
+    assert np.all(after <= before * (1 + 1e-4) + 1e-6)
+    assert np.all(fitted[pruned == 0] == 0) and fitted.dtype == pruned.dtype
+
+
+def test_a_row_already_at_its_optimum_is_left_there():
+    target, h = _problem(7)
+    prepared = prepare(h)
+    pruned = sparsegpt_prune(target, h, 2, 4, factor=prepared.factor)
+    exact = _exact(target, pruned != 0, _explicit(prepared.damped)).astype(np.float32)
+    again = fit_kept(target, exact, prepared.damped)
+    np.testing.assert_allclose(again, exact, rtol=1e-3, atol=1e-4)
+
+
+def test_dead_inputs_stay_zero_and_do_not_move_the_rest():
+    """An input the calibration data never excites: OBS zeroes its weights; the fit leaves
+    them zero, and the other columns fit as if it were absent."""
+    target, h = _problem(8, k=16)
+    h[:, 5] = h[5, :] = 0.0
+    prepared = prepare(h, m=4)
+    fitted = prepared.prune(target, 2, 4)
+    assert is_nm(fitted, 1) and np.all(fitted[:, 5] == 0) and np.all(np.isfinite(fitted))
+    explicit = _explicit(prepared.damped)
+    np.testing.assert_allclose(fitted, _exact(target, fitted != 0, explicit), rtol=5e-3, atol=5e-3)
+
+
+def test_without_a_damped_hessian_or_an_order_prune_is_obs_itself():
+    target, h = _problem(9)
+    prepared = sg.Prepared(sg.obs_factor(h))
+    np.testing.assert_array_equal(prepared.prune(target, 2, 4), sparsegpt_prune(target, h, 2, 4, factor=prepared.factor))
+
+
+def _permuted(h: np.ndarray, order: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(h[np.ix_(order, order)])
+
+
+def test_group_order_keeps_groups_whole_and_puts_the_most_excited_first():
+    rng = np.random.default_rng(10)
+    h = np.diag(rng.uniform(0, 5, 24))
+    order = sg.group_order(h, 4)
+    groups = order.reshape(-1, 4)
+    assert sorted(order.tolist()) == list(range(24))
+    assert np.all(groups % 4 == np.arange(4)) and np.all(groups[:, 0] % 4 == 0)  # whole, aligned groups
+    energy = np.diag(h)[groups].sum(axis=1)
+    assert np.all(np.diff(energy) <= 0)
+
+
+def test_ordered_prune_is_obs_on_the_permuted_problem_then_the_fit():
+    """An independent composition: OBS on the columns and Hessian permuted by hand, its result
+    put back in place, then the fit; the prepared prune must give the same weights."""
+    target, h = _problem(11, k=32)
+    prepared = prepare(h, m=4)
+    order = prepared.order
+    assert order is not None and not np.array_equal(order, np.arange(32))  # the order matters here
+    hp = _permuted(h, order)
+    factor = sg.inverse_factor(hp, sg.DAMP, sg.SHRINK, np.float32)
+    np.testing.assert_allclose(prepared.factor, factor, rtol=1e-4, atol=1e-5)
+    by_hand = np.empty_like(target)
+    by_hand[:, order] = sparsegpt_prune(target[:, order], hp, 2, 4, factor=factor)
+    expected = fit_kept(target, by_hand, prepared.damped)
+    got = prepared.prune(target, 2, 4)
+    assert is_nm(got, 1) and np.array_equal(got != 0, expected != 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_refit_does_not_depend_on_the_column_order():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((60, 16))
+    x_dense = x + 0.1 * rng.standard_normal((60, 16))
+    h, drift = x.T @ x, x.T @ (x_dense - x)
+    w = rng.standard_normal((5, 16))
+    ordered, stored = prepare(h, drift, m=4), prepare(h, drift)
+    assert ordered.order is not None
+    np.testing.assert_allclose(ordered.refit(w), stored.refit(w), rtol=1e-3, atol=1e-4)
