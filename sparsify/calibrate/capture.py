@@ -166,8 +166,19 @@ def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hess
                 entry.dense_total = _add(entry.dense_total, _rows(dense, key.axis).sum(axis=0))
             chunks = chunks or _GramChunks(entry)
             chunks.add(rows if patches is None else patches, theirs)
+            _keep_few_rows(entry, rows if patches is None else None)
         if chunks is not None:
             chunks.flush()
+
+
+def _keep_few_rows(entry: ActivationStats, rows: np.ndarray | None) -> None:
+    """Keep the rows X while there are at most K / 4 of them (none for a conv's patches)."""
+    if not isinstance(entry.few_rows, list):
+        return
+    if rows is None or entry.rows > rows.shape[1] // 4:
+        entry.few_rows = None
+        return
+    entry.few_rows.append(np.array(rows, dtype=np.float32))
 
 
 def finish(stats: dict[StatsKey, ActivationStats]) -> dict[StatsKey, ActivationStats]:
@@ -177,6 +188,8 @@ def finish(stats: dict[StatsKey, ActivationStats]) -> dict[StatsKey, ActivationS
     for entry in stats.values():
         if entry.hessian is not None:
             entry.hessian = entry.hessian.astype(np.float32)
+        few = entry.few_rows
+        entry.few_rows = np.concatenate(few) if isinstance(few, list) and few and entry.hessian is not None else None
     return stats
 
 

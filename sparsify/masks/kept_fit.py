@@ -23,17 +23,23 @@ TOLERANCE = 1e-4  # stop once every row's residual fell below this fraction of i
 
 class DampedHessian:
     """``H_d = scale * H`` off the diagonal, ``diagonal`` on it, applied without building a second
-    K x K matrix (SparseGPT's shrinkage and damping)."""
+    K x K matrix (SparseGPT's shrinkage and damping).  With ``samples`` (the rows X of
+    H = X^T X, when there are few: T < K / 4), a product is taken as (p X^T) X: 2 T K work per
+    row instead of K^2 (few calibration tokens for a wide layer)."""
 
-    def __init__(self, hessian: np.ndarray, diagonal: np.ndarray, scale: float):
+    def __init__(self, hessian: np.ndarray, diagonal: np.ndarray, scale: float, samples: np.ndarray | None = None):
         self.hessian = hessian
         self.diagonal = diagonal
         self.scale = scale
+        self.samples = samples
         self._correction = (diagonal - scale * np.diag(hessian)).astype(hessian.dtype)
 
     def times(self, rows: np.ndarray) -> np.ndarray:
         """``rows @ H_d`` (H_d is symmetric)."""
-        product: np.ndarray = rows @ self.hessian
+        if self.samples is not None:
+            product: np.ndarray = (rows @ self.samples.T) @ self.samples
+        else:
+            product = rows @ self.hessian
         product *= self.scale
         product += rows * self._correction
         return product

@@ -71,7 +71,8 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray, m: int) -
     for every weight that reads it (the pattern's M is the same for all of them)."""
     if group not in stats.factors:
         drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
-        stats.factors[group] = prepare(hessian, drift, m)
+        samples = stats.few_rows if isinstance(stats.few_rows, np.ndarray) else None  # prepare checks its shape
+        stats.factors[group] = prepare(hessian, drift, m, samples)
     return stats.factors[group]
 
 

@@ -198,16 +198,20 @@ def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
     return (groups[:, None] * m + np.arange(m)).reshape(-1)
 
 
-def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None = None) -> Prepared:
+def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None = None,
+            samples: np.ndarray | None = None) -> Prepared:
     """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any); with
-    ``m`` (the pattern's M, dividing K), OBS visits groups of M columns in :func:`group_order`."""
+    ``m`` (the pattern's M, dividing K), OBS visits groups of M columns in :func:`group_order`;
+    ``samples``: the rows X of H = X^T X when there are few (the fit's products use them)."""
     if drift is not None and (drift.shape != hessian.shape or not np.all(np.isfinite(drift))):
         raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
     if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or not np.all(np.isfinite(hessian)):
         raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
     order = group_order(hessian, m) if m and hessian.shape[0] % m == 0 else None
     factor, diagonal = _factor_and_diagonal(hessian, DAMP, SHRINK, np.float32, order)
-    damped = DampedHessian(np.asarray(hessian, dtype=np.float32), diagonal, 1.0 - SHRINK)
+    if samples is not None and (samples.ndim != 2 or samples.shape[1] != hessian.shape[0]):
+        samples = None
+    damped = DampedHessian(np.asarray(hessian, dtype=np.float32), diagonal, 1.0 - SHRINK, samples)
     dead = np.diag(hessian) == 0
     return Prepared(factor, None if drift is None else drift.astype(np.float32, copy=False), damped, order,
                     dead if dead.any() else None)

@@ -23,6 +23,9 @@ class ActivationStats:
     total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
     drift: np.ndarray | None = None  # [K, K] float32 X^T (X_dense - X): this input vs the dense model's
     dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
+    # the rows X themselves (float32 [rows, K]) while there are few of them (at most K / 4): then
+    # products with H = X^T X are cheaper as (p X^T) X (sparsegpt's fit of the kept weights)
+    few_rows: list[np.ndarray] | np.ndarray | None = field(default_factory=list, repr=False)
     # SparseGPT's factors per (conv) group: weights reading one activation (Q, K, V)
     # share one factorisation
     factors: dict[int, Prepared] = field(default_factory=dict, repr=False)

@@ -143,3 +143,17 @@ def test_the_refit_does_not_depend_on_the_column_order():
     ordered, stored = prepare(h, drift, m=4), prepare(h, drift)
     assert ordered.order is not None
     np.testing.assert_allclose(ordered.refit(w), stored.refit(w), rtol=1e-3, atol=1e-4)
+
+
+def test_products_through_few_samples_equal_products_through_the_hessian():
+    """H = X^T X from T << K rows: (p X^T) X is the same product at a fraction of the work."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((6, 40)).astype(np.float32)
+    h = x.T.astype(np.float64) @ x
+    with_rows, without = prepare(h, m=4, samples=x), prepare(h, m=4)
+    assert with_rows.damped.samples is not None and without.damped.samples is None
+    p = rng.standard_normal((7, 40)).astype(np.float32)
+    np.testing.assert_allclose(with_rows.damped.times(p), without.damped.times(p), rtol=1e-4, atol=1e-4)
+    target = rng.standard_normal((7, 40)).astype(np.float32)
+    np.testing.assert_allclose(with_rows.prune(target, 2, 4), without.prune(target, 2, 4), rtol=1e-3, atol=1e-4)
+    assert prepare(h, samples=x[:, :8]).damped.samples is None  # rows of another width are not used
