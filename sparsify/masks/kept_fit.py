@@ -56,15 +56,18 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def fit_kept(target: np.ndarray, start: np.ndarray, damped: DampedHessian, iterations: int | None = None) -> np.ndarray:
+def fit_kept(target: np.ndarray, start: np.ndarray, damped: DampedHessian, iterations: int | None = None,
+             overwrite: bool = False) -> np.ndarray:
     """The weights closest to ``target`` in the ``H_d`` norm with ``start``'s zeros kept: ``target``
     [rows, K] is the weight SparseGPT pruned, ``start`` its result (the N:M mask is where it is
-    non-zero).  Returns a new array in ``start``'s dtype, exactly zero wherever ``start`` is.
-    Memory: four [rows, K] arrays and the one-byte mask, besides the inputs."""
+    non-zero).  Returns an array in ``start``'s dtype, exactly zero wherever ``start`` is: a new
+    one, or ``start`` itself with ``overwrite`` when it is C-ordered.  Memory: three or four
+    [rows, K] arrays and the one-byte mask, besides the inputs."""
     dtype = start.dtype
     keep = start != 0
     reciprocal = np.where(damped.diagonal > 0, 1.0 / np.maximum(damped.diagonal, 1e-30), 0).astype(dtype)
-    fitted = np.array(start, dtype=dtype, order="C")  # row-wise steps on a transposed weight would be strided
+    # C order: row-wise steps on a transposed weight would be strided
+    fitted = np.ascontiguousarray(start) if overwrite else np.array(start, dtype=dtype, order="C")
     residual = damped.times(np.ascontiguousarray(target - fitted, dtype=dtype))  # minus half the gradient
     direction = residual * reciprocal
     direction *= keep  # the kept entries only: every direction stays on the mask

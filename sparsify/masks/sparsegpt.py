@@ -184,7 +184,7 @@ class Prepared:
             pruned[:, self.order] = pruned.copy()
         if self.damped is None or fit_iterations == 0:
             return pruned
-        return fit_kept(target, pruned, self.damped, fit_iterations)
+        return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True)
 
 
 def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
