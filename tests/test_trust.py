@@ -9,7 +9,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import zipfile
@@ -252,28 +251,38 @@ def test_a_report_that_cannot_be_written_publishes_no_model(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "ro"]
 
 
-def test_interrupt_during_publication_lands_after_it_and_says_so(tmp_path, capsys, monkeypatch):
-    import onnxruntime as ort
+_INTERRUPT_DURING_PUBLICATION = """
+import os, signal, sys
+import onnxruntime as ort
+from onnx import helper
+import sparsify.io.publish as publish
+from sparsify.cli import main
+from tests.builders import init, make_model, rand, vi
+# Native worker threads in the process (as after a parity run): a process-directed signal may be
+# delivered to any of them, so a per-thread signal mask cannot hold it; the deferral must.
+big = make_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [vi("x", [256, 512])], [vi("y", None)],
+                 [init(rand([512, 512]), "W")])
+threads = ort.InferenceSession(big.SerializeToString(), providers=["CPUExecutionProvider"])
+threads.run(None, {"x": rand([256, 512])})  # a parallel GEMM: the pool's threads now exist
+real_replace = os.replace
+def replace_then_interrupt(src, dst):
+    real_replace(src, dst)
+    os.kill(os.getpid(), signal.SIGINT)  # held until the whole publication is done
+publish.os.replace = replace_then_interrupt
+sys.exit(main(sys.argv[1:]))
+"""
 
-    import sparsify.io.publish as publish
 
+def test_interrupt_during_publication_lands_after_it_and_says_so(tmp_path):
+    """Ctrl-C between the renames of a publication: it lands after the last one, and says what
+    was published.  In a fresh process, as a user's run is (a long test process's signal state
+    is not a user's)."""
     model = mlp(tmp_path, external=True)
-    # Native worker threads in the process (as after a parity run): a process-directed signal may be
-    # delivered to any of them, so a per-thread signal mask cannot hold it; the deferral must.
-    big = make_model([helper.make_node("MatMul", ["x", "W"], ["y"])], [vi("x", [256, 512])], [vi("y", None)],
-                     [init(rand([512, 512]), "W")])
-    threads = ort.InferenceSession(big.SerializeToString(), providers=["CPUExecutionProvider"])
-    threads.run(None, {"x": rand([256, 512])})  # a parallel GEMM: the pool's threads now exist
-    real_replace = os.replace
-
-    def replace_then_interrupt(src, dst):
-        real_replace(src, dst)
-        os.kill(os.getpid(), signal.SIGINT)  # held until the whole publication is done
-
-    monkeypatch.setattr(publish.os, "replace", replace_then_interrupt)
-    monkeypatch.setattr(publish, "PUBLISHED", [])
-    rc, _, err = run_cli(capsys, "prune", model, "-o", tmp_path / "o.onnx", "--no-verify")
-    assert rc == 130 and "already published" in err and "o.report.json" in err, err
+    run = subprocess.run([sys.executable, "-c", _INTERRUPT_DURING_PUBLICATION, "prune", str(model), "-o",
+                          str(tmp_path / "o.onnx"), "--no-verify"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    err = run.stderr
+    assert run.returncode == 130 and "already published" in err and "o.report.json" in err, err
     assert (tmp_path / "o.onnx").exists() and (tmp_path / "o.report.json").exists()
     data = [p for p in tmp_path.iterdir() if p.name.startswith("o.onnx.") and p.name.endswith(".data")]
     assert len(data) == 1 and not list(tmp_path.glob(".*sparsify-tmp"))
