@@ -8,9 +8,11 @@ default 2 threads and 320 ms with one (``benchmarks/bench_blas_threads.py``).  S
 runs with the BLAS limited to ``SMALL_OPS_THREADS``.  The large products (the trailing update of
 each block, the refit, the factorisation) use the library's threads, but no more than the cores
 other processes leave free (``large_ops``): with one of 2 cores busy elsewhere, one thread for
-everything was 1.9x faster than the default on the same prune.  "Free" is read from the
-1-minute load average less this process's own running thread — a coarse, lagging measure,
-re-read for every weight.
+everything was 1.9x faster than the default on the same prune.  "Free" is the usable cores
+less the CPU time other processes took on them since the previous reading (Linux: the usable
+CPUs' busy time in ``/proc/stat`` less this process's own CPU time, all its threads), re-read
+for every weight.  Elsewhere, the 1-minute load average less one (this process) stands in: it
+lags, and it counts this process's own threads beyond one as other work.
 
 The limit is set with threadpoolctl (it finds the OpenBLAS / MKL / BLIS that NumPy and SciPy
 loaded); without it, nothing changes.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
@@ -59,17 +62,78 @@ def small_ops() -> contextlib.AbstractContextManager[None]:
     return _limited(lambda _controller: SMALL_OPS_THREADS)
 
 
+MIN_INTERVAL = 0.1  # seconds: a shorter interval reuses the previous reading (the kernel counts 10 ms ticks)
+
+
+class _OthersMeter:
+    """Cores other processes kept busy, measured over the interval since the previous reading."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, float, float] | None = None  # wall, usable CPUs' busy seconds, own CPU seconds
+        self.others = 0.0
+
+    def read(self, cpus: set[int]) -> float | None:
+        """Other processes' busy cores (0.0 ... len(cpus)) or None where ``/proc/stat`` is unreadable."""
+        busy = _busy_seconds(cpus)
+        if busy is None:
+            return None
+        own = os.times()
+        now = (time.monotonic(), busy, own.user + own.system)
+        if self.last is None:  # the first reading: measure a short interval now
+            self.last = now
+            time.sleep(MIN_INTERVAL)
+            return self.read(cpus)
+        wall = now[0] - self.last[0]
+        if wall >= MIN_INTERVAL:
+            others = (now[1] - self.last[1]) - (now[2] - self.last[2])
+            self.others = min(float(len(cpus)), max(0.0, others / wall))
+            self.last = now
+        return self.others
+
+
+def _busy_seconds(cpus: set[int], stat: str = "/proc/stat") -> float | None:
+    """Busy seconds (not idle, not waiting for I/O; stolen time counts as busy) summed over the
+    CPUs in ``cpus``, from ``stat``; None where it cannot be read or lacks one of them."""
+    try:
+        with open(stat, encoding="ascii") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    seen = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        fields = [int(value) for value in rest.split()]
+        if len(fields) < 8:
+            return None
+        ticks += sum(fields[:8]) - fields[3] - fields[4]  # all of user .. steal but idle and iowait
+        seen += 1
+    return ticks / os.sysconf("SC_CLK_TCK") if seen == len(cpus) else None
+
+
+_METER = _OthersMeter()
+
+
+def _usable_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
 def free_cores() -> int:
-    """Cores not taken by other processes: usable cores less (1-minute load - this process's 1)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    try:
-        others = os.getloadavg()[0] - 1.0
-    except (AttributeError, OSError):
-        return cores
-    return max(1, min(cores, cores - int(round(max(0.0, others)))))
+    """Usable cores less those other processes kept busy since the last reading (at least 1)."""
+    cpus = _usable_cpus()
+    cores = len(cpus)
+    others = _METER.read(cpus)
+    if others is None:
+        try:
+            others = max(0.0, os.getloadavg()[0] - 1.0)
+        except (AttributeError, OSError):
+            return cores
+    return max(1, min(cores, cores - int(round(others))))
 
 
 def _free_cap(controller: Any) -> int | None:

@@ -30,8 +30,14 @@ def test_no_limit_when_switched_off(monkeypatch):
         assert _threads() == before
 
 
+def _no_proc_stat(monkeypatch):
+    """The load-average fallback (systems without /proc/stat)."""
+    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus: None)
+
+
 @pytest.mark.parametrize("load,expected", [(0.0, None), (1.0, None), (50.0, 1)])
 def test_large_ops_use_at_most_the_free_cores(monkeypatch, load, expected):
+    _no_proc_stat(monkeypatch)
     monkeypatch.setattr(blas.os, "getloadavg", lambda: (load, load, load))
     before = _threads()
     with blas.large_ops():
@@ -44,6 +50,7 @@ def test_large_ops_use_at_most_the_free_cores(monkeypatch, load, expected):
 
 
 def test_free_cores_is_between_one_and_the_usable_cores(monkeypatch):
+    _no_proc_stat(monkeypatch)
     cores = len(blas.os.sched_getaffinity(0))
     for load, free in ((0.0, cores), (1.0, cores), (1.0 + cores, 1), (1000.0, 1)):
         monkeypatch.setattr(blas.os, "getloadavg", lambda load=load: (load, load, load))
@@ -54,6 +61,58 @@ def test_free_cores_is_between_one_and_the_usable_cores(monkeypatch):
 
     monkeypatch.setattr(blas.os, "getloadavg", unavailable)
     assert blas.free_cores() == cores
+
+
+def test_busy_seconds_sum_the_usable_cpus_busy_fields(tmp_path):
+    stat = tmp_path / "stat"
+    ticks = blas.os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 2 3 400 500 6 7 8 0 0\n"
+                    "cpu1 10 20 30 4000 5000 60 70 80 0 0\ncpu2 100 0 0 0 0 0 0 0 0 0\nintr 5 6\n")
+    assert blas._busy_seconds({0}, str(stat)) == pytest.approx(27 / ticks)  # idle and iowait left out
+    assert blas._busy_seconds({0, 1}, str(stat)) == pytest.approx(297 / ticks)
+    assert blas._busy_seconds({0, 3}, str(stat)) is None  # a usable CPU it does not list
+    assert blas._busy_seconds({0}, str(tmp_path / "missing")) is None
+
+
+def test_others_are_the_busy_time_less_this_process_own(monkeypatch):
+    """Two cores: this process took 1.5 CPU-seconds (two threads) of the 2.0 busy ones in 1 s of
+    wall time, so other processes kept 0.5 of a core busy: both cores are free (rounded)."""
+    clock = iter([10.0, 11.0, 11.05, 12.05])
+    busy = iter([100.0, 102.0, 102.1, 104.1])
+    own = iter([5.0, 6.5, 6.55, 6.6])
+    monkeypatch.setattr(blas.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(blas.time, "sleep", lambda _seconds: None)
+    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus: next(busy))
+    monkeypatch.setattr(blas.os, "times", lambda: blas.os.times_result((next(own), 0.0, 0.0, 0.0, 0.0)))
+    meter = blas._OthersMeter()
+    assert meter.read({0, 1}) == pytest.approx(0.5)  # the first reading measures an interval itself
+    assert meter.read({0, 1}) == pytest.approx(0.5)  # 50 ms later: too short to count, reused
+    # 1.05 s after the last counted reading: 2.1 busy seconds, 0.1 of them this process's
+    assert meter.read({0, 1}) == pytest.approx(2.0 / 1.05)
+
+
+def test_free_cores_from_the_meter(monkeypatch):
+    cores = len(blas._usable_cpus())
+    for others, free in ((0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)), (float(cores), 1)):
+        monkeypatch.setattr(blas._METER, "read", lambda _cpus, others=others: others)
+        assert blas.free_cores() == free
+
+
+def test_own_cpu_time_shows_in_the_busy_time():
+    """The real /proc/stat: this process spinning shows up in its CPUs' busy time."""
+    cpus = blas._usable_cpus()
+    before = blas._busy_seconds(cpus)
+    if before is None:
+        pytest.skip("no /proc/stat here")
+    own_before = sum(blas.os.times()[:2])
+    end = blas.time.monotonic() + 0.3
+    while blas.time.monotonic() < end:
+        pass
+    spun = sum(blas.os.times()[:2]) - own_before
+    after = blas._busy_seconds(cpus)
+    assert after is not None and spun > 0.05
+    assert after - before >= spun - 0.05  # ticks: 10 ms each
 
 
 def test_thread_limits_do_not_change_what_sparsegpt_keeps(monkeypatch):
