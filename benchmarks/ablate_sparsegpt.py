@@ -17,8 +17,10 @@ combines variants:
 - ``refit-damp=X``: the refit with its own ridge X (a second factorisation; OBS unchanged)
 - ``parallel``: statistics of every stage from the dense model (not sequential)
 - ``no-bias``: no bias correction (``bias_correction=False``)
-- ``shrink=A``: the Hessian shrunk toward its diagonal, (1 - A) H + A diag(H) (default 0.2)
-- ``damp=X``: Hessian damping X (fraction of the mean diagonal; default 0.01)
+- ``shrink=A``: the Hessian shrunk toward its diagonal, (1 - A) H + A diag(H) (default 0.1)
+- ``damp=X``: Hessian damping X, the same for every layer (fraction of the mean diagonal)
+- ``damp-width=C:LO:HI``: damping C * K / T for a K-wide input over T calibration rows, within
+  [LO, HI] (the default: 0.4:0.01:0.1)
 - ``block=B``: lazy-update block of B columns
 - ``wanda``: the wanda method, for reference
 
@@ -71,7 +73,9 @@ for part in a.pop("variant").split("+"):
     elif part.startswith("shrink="):
         sg.SHRINK = float(part[7:])
     elif part.startswith("damp="):
-        sg.DAMP = float(part[5:])
+        sg.DAMP, sg.DAMP_PER_WIDTH = float(part[5:]), None
+    elif part.startswith("damp-width="):
+        sg.DAMP_PER_WIDTH, sg.DAMP_MIN, sg.DAMP_MAX = (float(v) for v in part[11:].split(":"))
     elif part.startswith("block="):
         sg.BLOCK = int(part[6:])
     elif part == "parallel":  # every stage measured on the dense model: no compensation of earlier error
@@ -82,7 +86,7 @@ for part in a.pop("variant").split("+"):
     elif part == "wanda":
         a["method"] = "wanda"
     elif part == "no-fit":
-        sg.fit_kept = lambda target, pruned, damped: pruned
+        sg.fit_kept = lambda target, pruned, damped, *rest, **options: pruned
     elif part.startswith("fit-iterations="):
         import sparsify.masks.kept_fit as kept_fit
         kept_fit.ITERATIONS = int(part[15:])

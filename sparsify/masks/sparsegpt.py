@@ -16,7 +16,7 @@ import numpy as np
 from sparsify.masks.blas import small_ops
 from sparsify.masks.kept_fit import DampedHessian, fit_kept
 
-__all__ = ["Prepared", "SparseGPTError", "group_order", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
+__all__ = ["Prepared", "SparseGPTError", "damping", "group_order", "inverse_factor", "obs_factor", "prepare", "sparsegpt_prune"]
 
 
 class SparseGPTError(ValueError):
@@ -70,9 +70,14 @@ def _cholesky_in_place(base: np.ndarray) -> np.ndarray:
     return upper.T
 
 
-DAMP = 0.03  # added to H's diagonal, as a fraction of its mean (the paper: 1%; 3% here, docs/methods.md)
+DAMP = 0.03  # added to H's diagonal, as a fraction of its mean, when the row count is unknown (the paper: 1%)
+# with T calibration rows for a K-wide input: DAMP_PER_WIDTH * K / T, within [DAMP_MIN, DAMP_MAX]
+# (a ridge of fixed strength against the evidence of T rows; docs/methods.md has the ablation)
+DAMP_PER_WIDTH: float | None = 0.4
+DAMP_MIN = 0.01
+DAMP_MAX = 0.1
 BLOCK = 128  # columns per lazy batch update (the paper's B)
-SHRINK = 0.2  # H's off-diagonal scaled by 1 - SHRINK: a noisy estimate from little data (docs/methods.md)
+SHRINK = 0.1  # H's off-diagonal scaled by 1 - SHRINK: a noisy estimate from little data (docs/methods.md)
 
 
 def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype: type,
@@ -187,6 +192,15 @@ class Prepared:
         return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True)
 
 
+def damping(width: int, rows: int | None) -> float:
+    """The damping for a ``width``-wide input's Hessian summed over ``rows`` calibration rows, as a
+    fraction of its mean diagonal: the fewer rows per input feature, the noisier ``X^T X`` and the
+    more damping (``DAMP`` when the rows are not known)."""
+    if not rows or DAMP_PER_WIDTH is None:
+        return DAMP
+    return min(DAMP_MAX, max(DAMP_MIN, DAMP_PER_WIDTH * width / rows))
+
+
 def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
     """Columns in groups of ``m`` (as stored), the groups by descending activation energy (the
     sum of their diagonal of H): OBS fixes the most excited inputs' masks first, with least error
@@ -199,16 +213,17 @@ def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
 
 
 def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None = None,
-            samples: np.ndarray | None = None) -> Prepared:
+            samples: np.ndarray | None = None, rows: int | None = None) -> Prepared:
     """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any); with
     ``m`` (the pattern's M, dividing K), OBS visits groups of M columns in :func:`group_order`;
-    ``samples``: the rows X of H = X^T X when there are few (the fit's products use them)."""
+    ``samples``: the rows X of H = X^T X when there are few (the fit's products use them);
+    ``rows``: how many calibration rows H sums (sets the :func:`damping`)."""
     if drift is not None and (drift.shape != hessian.shape or not np.all(np.isfinite(drift))):
         raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
     if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or not np.all(np.isfinite(hessian)):
         raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
     order = group_order(hessian, m) if m and hessian.shape[0] % m == 0 else None
-    factor, diagonal = _factor_and_diagonal(hessian, DAMP, SHRINK, np.float32, order)
+    factor, diagonal = _factor_and_diagonal(hessian, damping(hessian.shape[0], rows), SHRINK, np.float32, order)
     if samples is not None and (samples.ndim != 2 or samples.shape[1] != hessian.shape[0]):
         samples = None
     damped = DampedHessian(np.asarray(hessian, dtype=np.float32), diagonal, 1.0 - SHRINK, samples)

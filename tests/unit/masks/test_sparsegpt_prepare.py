@@ -31,6 +31,27 @@ def test_factor_is_the_inverse_of_the_shrunk_damped_hessian():
     np.testing.assert_allclose(u.astype(np.float64).T @ u, np.linalg.inv(shrunk), rtol=2e-4, atol=1e-7)
 
 
+def test_damping_grows_with_width_per_calibration_row():
+    assert sg.damping(384, None) == sg.DAMP  # rows unknown
+    values = [sg.damping(384, rows) for rows in (10, 1_000, 2_000, 4_000, 100_000)]
+    assert values == sorted(values, reverse=True)  # more rows: less damping
+    assert values[0] == sg.DAMP_MAX and values[-1] == sg.DAMP_MIN  # clipped at both ends
+    assert sg.damping(384, 4_000) == pytest.approx(sg.DAMP_PER_WIDTH * 384 / 4_000)
+    assert sg.damping(1536, 4_000) > sg.damping(384, 4_000)  # a wider input needs more rows
+
+
+@pytest.mark.parametrize("rows", [None, 40, 100_000])
+def test_prepare_damps_by_the_calibration_rows(rows):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((50, 12))
+    h = x.T @ x
+    u = prepare(h, rows=rows).factor  # no m: columns as stored
+    mean = float(np.mean(np.diag(h)))
+    damp = sg.damping(12, rows)
+    shrunk = (1 - sg.SHRINK) * h + sg.SHRINK * np.diag(np.diag(h)) + damp * mean * np.eye(12)
+    np.testing.assert_allclose(u.astype(np.float64).T @ u, np.linalg.inv(shrunk), rtol=2e-4, atol=1e-7)
+
+
 def test_refit_is_a_no_op_without_drift():
     x, _, _, w = _subspace_data()
     h = x.T @ x
