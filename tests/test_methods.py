@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -401,6 +402,30 @@ def test_segmented_calibration_matches_whole_model_runs(tmp_path, monkeypatch, m
     for name in a:
         np.testing.assert_array_equal(a[name] != 0, b[name] != 0, err_msg=name)  # the same masks
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("whole_model", [False, True])
+def test_calibration_sessions_do_not_spin(tmp_path, monkeypatch, whole_model):
+    """Every ONNX Runtime session calibration makes (segments, or whole-model runs where the
+    graph cannot be cut) has the idle-worker spinning off: the process's own linear algebra
+    runs between their runs."""
+    from sparsify.calibrate.segments import SegmentedRun
+
+    path = _residual_mlp(tmp_path)
+    spinning = []
+    real_session = ort.InferenceSession
+
+    def recording(model, options=None, *args, **kwargs):
+        spinning.append(None if options is None else options.get_session_config_entry("session.intra_op.allow_spinning"))
+        return real_session(model, options, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    if whole_model:
+        monkeypatch.setattr(SegmentedRun, "advance", lambda _self: (_ for _ in ()).throw(ValueError("injected")))
+    report = sparsify.prune(path, output=tmp_path / "o.onnx", method="sparsegpt", calibration=[str(tmp_path / "cal.npz")],
+                            verify=False)
+    assert report.rows and len(spinning) >= 2
+    assert set(spinning) == {"0"}
 
 
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from sparsify.calibrate.activation_store import ActivationStore, SpilledSample
+from sparsify.calibrate.session import calibration_options
 from sparsify.calibrate.streamed import StreamedModel
 from sparsify.io.graph_walk import subgraphs
 
@@ -106,9 +107,8 @@ class SegmentedRun:
             self.values = [self._live_after(stop, v) for v in self.values]  # the same arrays, fewer names
             return self.values
         model, outputs = self._segment_model(start, stop, self.values[0])
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), calibration_options(),
+                                       providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
         self.store.begin()
         for values in self.values:

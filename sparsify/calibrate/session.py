@@ -10,7 +10,19 @@ from onnx import TensorProto
 from sparsify.errors import UsageError
 from sparsify.io.graph_walk import stored_tensors
 
-__all__ = ["InMemoryModel"]
+__all__ = ["InMemoryModel", "calibration_options"]
+
+
+def calibration_options() -> ort.SessionOptions:
+    """Options for the sessions that run calibration data: quiet, and without ONNX Runtime's
+    spinning workers.  Calibration alternates runs with this process's own linear algebra
+    (Gram products, factorisations, OBS); by default ONNX Runtime's idle workers keep spinning on
+    the cores for a while after each run ("session.intra_op.allow_spinning", docs/sources.md#ort-spinning),
+    taking them from the BLAS threads that need them next."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 class InMemoryModel:
@@ -59,6 +71,5 @@ class InMemoryModel:
                 if name not in present:
                     model.graph.output.append(onnx.ValueInfoProto(name=name))
                     present.add(name)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), calibration_options(),
+                                    providers=["CPUExecutionProvider"])
