@@ -175,14 +175,7 @@ class Prepared:
         """The weight [rows, K] refit toward the dense output, pruned to N:M by OBS (columns in
         ``order``), then its kept weights fitted for the mask OBS chose (masks/kept_fit.py;
         ``fit_iterations`` of it, None: its default, 0: none)."""
-        target = self.refit(weight)
-        cols = target.shape[1]
-        if cols % m or self.factor.shape != (cols, cols):
-            raise SparseGPTError(f"reduction length {cols} does not match the Hessian or is not divisible by {m}")
-        if not np.all(np.isfinite(target)):
-            raise SparseGPTError("weight holds non-finite values")
-        if self.dead is not None:
-            target[:, self.dead] = 0.0  # inputs never active: their weights never matter
+        target = _ready(self.refit(weight), m, len(self.factor), self.dead)
         visited = target.copy() if self.order is None else target[:, self.order]
         pruned = _obs(visited, self.factor, n, m, BLOCK)
         if self.order is not None:
@@ -246,16 +239,27 @@ def sparsegpt_prune(weight: np.ndarray, hessian: np.ndarray, n: int, m: int, *, 
     factor is given); each group of m columns keeps n non-zeros per row.
     """
     w = np.array(weight, dtype=np.float64 if factor is None else factor.dtype)
-    rows, cols = w.shape
+    # a given factor was made from this Hessian, which was checked then: not read again per weight
+    if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or (factor is None and not np.all(np.isfinite(hessian))):
+        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    w = _ready(w, m, len(hessian), np.diag(hessian) == 0)
+    return _obs(w, _inverse_cholesky(hessian, damp) if factor is None else factor, n, m, block)
+
+
+def _ready(w: np.ndarray, m: int, width: int, dead: np.ndarray | None) -> np.ndarray:
+    """``w`` [rows, K] checked for OBS (K divisible by ``m`` and equal to the Hessian's ``width``,
+    every value finite), with the weights of ``dead`` inputs (never active in the calibration
+    data: their weights never matter) set to zero in place."""
+    cols = w.shape[1]
     if cols % m:
         raise SparseGPTError(f"reduction length {cols} is not divisible by {m}")
-    # a given factor was made from this Hessian, which was checked then: not read again per weight
-    if hessian.shape != (cols, cols) or (factor is None and not np.all(np.isfinite(hessian))):
-        raise SparseGPTError("calibration Hessian has the wrong shape or non-finite values")
+    if cols != width:
+        raise SparseGPTError(f"reduction length {cols} does not match the calibration Hessian's {width}")
     if not np.all(np.isfinite(w)):
         raise SparseGPTError("weight holds non-finite values")
-    w[:, np.diag(hessian) == 0] = 0.0  # inputs never active: their weights never matter
-    return _obs(w, _inverse_cholesky(hessian, damp) if factor is None else factor, n, m, block)
+    if dead is not None and dead.any():
+        w[:, dead] = 0.0
+    return w
 
 
 def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndarray:

@@ -137,3 +137,28 @@ def test_refit_with_blas_trmm_equals_the_plain_products(monkeypatch, m):
         np.testing.assert_allclose(fast, plain, rtol=1e-3, atol=1e-3)
     monkeypatch.setitem(sys.modules, "scipy.linalg", None)
     np.testing.assert_allclose(prepared.refit(w), fast, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("width,bad,match", [(10, None, "not divisible by 4"), (16, None, "does not match the calibration Hessian's 12"),
+                                             (12, np.nan, "non-finite"), (12, np.inf, "non-finite")])
+def test_weights_obs_cannot_take_are_refused_with_the_reason(width, bad, match):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((50, 12))
+    h = x.T @ x
+    w = rng.standard_normal((6, width)).astype(np.float32)
+    if bad is not None:
+        w[2, 5] = bad
+    with pytest.raises(SparseGPTError, match=match):
+        prepare(h, m=4).prune(w, 2, 4)
+    with pytest.raises(SparseGPTError, match=match):
+        sparsegpt_prune(w, h, 2, 4)
+
+
+def test_dead_inputs_weights_are_zero_in_both_entry_points():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((60, 12))
+    x[:, [3, 7]] = 0.0  # never active
+    h = x.T @ x
+    w = rng.standard_normal((5, 12)).astype(np.float32)
+    for pruned in (prepare(h, m=4).prune(w, 2, 4), sparsegpt_prune(w, h, 2, 4)):
+        assert not pruned[:, [3, 7]].any() and is_nm(pruned, 1, 2, 4)
