@@ -10,8 +10,8 @@ each block, the refit, the factorisation) use the library's threads, but no more
 other processes leave free (``large_ops``): with one of 2 cores busy elsewhere, one thread for
 everything was 1.9x faster than the default on the same prune.  "Free" is the usable cores
 less the CPU time other processes took on them since the previous reading (Linux: the usable
-CPUs' busy time in ``/proc/stat`` less this process's own CPU time, all its threads), re-read
-for every weight.  Elsewhere, the 1-minute load average less one (this process) stands in: it
+CPUs' busy time in ``/proc/stat`` less this process's own CPU time, all its threads; niced
+processes, which yield the cores, do not count), re-read for every weight.  Elsewhere, the 1-minute load average less one (this process) stands in: it
 lags, and it counts this process's own threads beyond one as other work.
 
 The limit is set with threadpoolctl (it finds the OpenBLAS / MKL / BLIS that NumPy and SciPy
@@ -74,7 +74,7 @@ class _OthersMeter:
 
     def read(self, cpus: set[int]) -> float | None:
         """Other processes' busy cores (0.0 ... len(cpus)) or None where ``/proc/stat`` is unreadable."""
-        busy = _busy_seconds(cpus)
+        busy = _busy_seconds(cpus, niced=_niced())
         if busy is None:
             return None
         own = os.times()
@@ -91,9 +91,11 @@ class _OthersMeter:
         return self.others
 
 
-def _busy_seconds(cpus: set[int], stat: str = "/proc/stat") -> float | None:
+def _busy_seconds(cpus: set[int], stat: str = "/proc/stat", niced: bool = False) -> float | None:
     """Busy seconds (not idle, not waiting for I/O; stolen time counts as busy) summed over the
-    CPUs in ``cpus``, from ``stat``; None where it cannot be read or lacks one of them."""
+    CPUs in ``cpus``, from ``stat``; None where it cannot be read or lacks one of them.  Time of
+    niced (low-priority) processes counts only with ``niced``: they yield the cores to a process
+    at normal priority, so they take none from it."""
     try:
         with open(stat, encoding="ascii") as handle:
             lines = handle.read().splitlines()
@@ -108,9 +110,18 @@ def _busy_seconds(cpus: set[int], stat: str = "/proc/stat") -> float | None:
         fields = [int(value) for value in rest.split()]
         if len(fields) < 8:
             return None
-        ticks += sum(fields[:8]) - fields[3] - fields[4]  # all of user .. steal but idle and iowait
+        # user, nice, system, idle, iowait, irq, softirq, steal: all but idle and iowait (and nice)
+        ticks += sum(fields[:8]) - fields[3] - fields[4] - (0 if niced else fields[1])
         seen += 1
     return ticks / os.sysconf("SC_CLK_TCK") if seen == len(cpus) else None
+
+
+def _niced() -> bool:
+    """Whether this process runs niced (its own CPU time is then counted as nice time)."""
+    try:
+        return os.getpriority(os.PRIO_PROCESS, 0) > 0
+    except (AttributeError, OSError):
+        return False
 
 
 _METER = _OthersMeter()

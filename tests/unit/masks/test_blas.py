@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -32,7 +36,7 @@ def test_no_limit_when_switched_off(monkeypatch):
 
 def _no_proc_stat(monkeypatch):
     """The load-average fallback (systems without /proc/stat)."""
-    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus: None)
+    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus, **_options: None)
 
 
 @pytest.mark.parametrize("load,expected", [(0.0, None), (1.0, None), (50.0, 1)])
@@ -69,8 +73,9 @@ def test_busy_seconds_sum_the_usable_cpus_busy_fields(tmp_path):
     # user nice system idle iowait irq softirq steal guest guest_nice
     stat.write_text("cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 2 3 400 500 6 7 8 0 0\n"
                     "cpu1 10 20 30 4000 5000 60 70 80 0 0\ncpu2 100 0 0 0 0 0 0 0 0 0\nintr 5 6\n")
-    assert blas._busy_seconds({0}, str(stat)) == pytest.approx(27 / ticks)  # idle and iowait left out
-    assert blas._busy_seconds({0, 1}, str(stat)) == pytest.approx(297 / ticks)
+    assert blas._busy_seconds({0}, str(stat)) == pytest.approx(25 / ticks)  # idle, iowait and nice left out
+    assert blas._busy_seconds({0, 1}, str(stat)) == pytest.approx(275 / ticks)
+    assert blas._busy_seconds({0, 1}, str(stat), niced=True) == pytest.approx(297 / ticks)  # nice time too
     assert blas._busy_seconds({0, 3}, str(stat)) is None  # a usable CPU it does not list
     assert blas._busy_seconds({0}, str(tmp_path / "missing")) is None
 
@@ -83,7 +88,7 @@ def test_others_are_the_busy_time_less_this_process_own(monkeypatch):
     own = iter([5.0, 6.5, 6.55, 6.6])
     monkeypatch.setattr(blas.time, "monotonic", lambda: next(clock))
     monkeypatch.setattr(blas.time, "sleep", lambda _seconds: None)
-    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus: next(busy))
+    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus, **_options: next(busy))
     monkeypatch.setattr(blas.os, "times", lambda: blas.os.times_result((next(own), 0.0, 0.0, 0.0, 0.0)))
     meter = blas._OthersMeter()
     assert meter.read({0, 1}) == pytest.approx(0.5)  # the first reading measures an interval itself
@@ -97,6 +102,26 @@ def test_free_cores_from_the_meter(monkeypatch):
     for others, free in ((0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)), (float(cores), 1)):
         monkeypatch.setattr(blas._METER, "read", lambda _cpus, others=others: others)
         assert blas.free_cores() == free
+
+
+def test_a_niced_process_cpu_time_is_the_nice_time_left_out():
+    """The real /proc/stat: a busy child at the lowest priority (it yields its core to this
+    process) shows up in the nice time, which the meter leaves out at normal priority."""
+    cpus = blas._usable_cpus()
+    if blas._busy_seconds(cpus) is None or blas._niced():
+        pytest.skip("needs /proc/stat and a process at normal priority")
+
+    def nice_seconds() -> float:
+        return blas._busy_seconds(cpus, niced=True) - blas._busy_seconds(cpus)
+
+    before = nice_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "import os, time\nos.nice(19)\nend = time.time() + 1\n"
+                              "while time.time() < end: pass"])
+    _, _, usage = os.wait4(child.pid, 0)
+    spun = usage.ru_utime  # its user time at nice 19 (interpreter start-up included)
+    assert spun > 0.3
+    # less its start-up before os.nice (at normal priority) and a few 10 ms ticks; other niced work only adds
+    assert nice_seconds() - before >= spun - 0.15
 
 
 def test_own_cpu_time_shows_in_the_busy_time():
