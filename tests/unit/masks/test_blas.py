@@ -115,11 +115,12 @@ def test_a_niced_process_cpu_time_is_the_nice_time_left_out():
         return blas._busy_seconds(cpus, niced=True) - blas._busy_seconds(cpus)
 
     before = nice_seconds()
-    child = subprocess.Popen([sys.executable, "-c", "import os, time\nos.nice(19)\nend = time.time() + 1\n"
-                              "while time.time() < end: pass"])
+    child = subprocess.Popen([sys.executable, "-c", "import os, time\nos.nice(19)\nend = time.time() + 5\n"
+                              "while time.process_time() < 0.5 and time.time() < end: pass"])
     _, _, usage = os.wait4(child.pid, 0)
-    spun = usage.ru_utime  # its user time at nice 19 (interpreter start-up included)
-    assert spun > 0.3
+    spun = usage.ru_utime  # its user time, mostly at nice 19 (interpreter start-up included)
+    if spun < 0.3:
+        pytest.skip("the machine is too busy for a niced process to run")
     # less its start-up before os.nice (at normal priority) and a few 10 ms ticks; other niced work only adds
     assert nice_seconds() - before >= spun - 0.15
 
