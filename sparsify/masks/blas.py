@@ -154,8 +154,16 @@ def _free_cap(controller: Any) -> int | None:
     return free if over else None
 
 
-def large_ops() -> contextlib.AbstractContextManager[None]:
-    """Run the enclosed large products with at most :func:`free_cores` BLAS threads."""
+PARALLEL_MIN_ELEMENTS = 1 << 20  # a weight this large (rows x K) or larger has its products shared between threads
+
+
+def large_ops(elements: int | None = None) -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed products for a weight of ``elements`` values (None: large) with at most
+    :func:`free_cores` BLAS threads, or with ``SMALL_OPS_THREADS`` below ``PARALLEL_MIN_ELEMENTS``:
+    a second thread bought nothing there in isolation and cost 10-20% in a whole prune (its
+    workers wait between ONNX Runtime's runs; docs/methods.md, "BLAS threads")."""
+    if elements is not None and elements < PARALLEL_MIN_ELEMENTS:
+        return small_ops()
     return _limited(_free_cap)
 
 
