@@ -11,8 +11,9 @@ other processes leave free (``large_ops``): with one of 2 cores busy elsewhere, 
 everything was 1.9x faster than the default on the same prune.  "Free" is the usable cores
 less the CPU time other processes took on them since the previous reading (Linux: the usable
 CPUs' busy time in ``/proc/stat`` less this process's own CPU time, all its threads; niced
-processes, which yield the cores, do not count), re-read for every weight.  Elsewhere, the 1-minute load average less one (this process) stands in: it
-lags, and it counts this process's own threads beyond one as other work.
+processes, which yield the cores, do not count), re-read for every weight.  Elsewhere, the
+1-minute load average less one (this process) stands in: it lags, and it counts this process's
+own threads beyond one as other work.
 
 The limit is set with threadpoolctl (it finds the OpenBLAS / MKL / BLIS that NumPy and SciPy
 loaded); without it, nothing changes.
