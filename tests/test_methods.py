@@ -404,6 +404,25 @@ def test_segmented_calibration_matches_whole_model_runs(tmp_path, monkeypatch, m
         np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def test_data_aware_progress_names_the_stage(tmp_path):
+    """Progress off a terminal: one whole line per weight, counted over all weights, with the
+    calibration stage it belongs to (stage N/M), elapsed time and ETA."""
+    import io
+
+    from sparsify.progress import Progress
+
+    path = _residual_mlp(tmp_path)
+    stream = io.StringIO()
+    progress = Progress("pruning weight", stream=stream, tty=False, interval=0)
+    sparsify.prune(path, output=tmp_path / "o.onnx", method="wanda", calibration=[str(tmp_path / "cal.npz")],
+                   verify=False, progress=progress)
+    lines = stream.getvalue().splitlines()
+    assert lines and all(" elapsed, ETA " in line for line in lines)
+    stages = {line.split("stage ")[1].split(",")[0] for line in lines if "stage " in line}
+    assert len(stages) >= 2 and all(s.split("/")[1] == next(iter(stages)).split("/")[1] for s in stages)
+    assert lines[-1].startswith("pruning weight 7/7: ")  # 3 blocks x 2 + the head
+
+
 @pytest.mark.parametrize("whole_model", [False, True])
 def test_calibration_sessions_do_not_spin(tmp_path, monkeypatch, whole_model):
     """Every ONNX Runtime session calibration makes (segments, or whole-model runs where the
