@@ -264,48 +264,68 @@ def _ready(w: np.ndarray, m: int, width: int, dead: np.ndarray | None) -> np.nda
 
 def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndarray:
     """OBS on ``w`` [rows, K] in place, column group by column group, with ``hinv`` the upper
-    factor of H^-1 in the same column order; returns ``w``."""
-    rows, cols = w.shape
+    factor of H^-1 in the same column order; returns ``w``.  The work runs on a transposed copy
+    ([K, rows], C-ordered): every column the group loop touches is then one contiguous vector."""
+    cols = w.shape[1]
     block = max(m, (block // m) * m)
-    row_index = np.arange(rows)[:, None]
+    wt = np.ascontiguousarray(w.T)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
-        w1 = w[:, i1:i2].copy()
+        w1 = wt[i1:i2]  # a view: updated in place
         err = np.zeros_like(w1)
         h1 = hinv[i1:i2, i1:i2]
-        scale = 1.0 / np.diag(h1) ** 2  # the cost of dropping w_j is w_j^2 / [H^-1]_jj^2
+        scale = (1.0 / np.diag(h1) ** 2).astype(w1.dtype)[:, None]  # dropping w_j costs w_j^2 / [H^-1]_jj^2
         with small_ops():  # products of M columns: one BLAS thread is faster (masks/blas.py)
             for g in range(0, i2 - i1, m):
-                _prune_group(w1, err, h1, scale, row_index, g, n, m)
-        w[:, i1:i2] = w1
-        w[:, i2:] -= err @ hinv[i1:i2, i2:]
+                _prune_group(w1, err, h1, scale, g, n, m)
+        wt[i2:] -= hinv[i1:i2, i2:].T @ err
+    w[...] = wt.T
     return w
 
 
-def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndarray, rows: np.ndarray,
-                 g: int, n: int, m: int) -> None:
-    """One group of m columns: drop the m-n cheapest per row (w^2 / [H^-1]_jj^2, chosen on the
-    weights as updated so far) and propagate their errors to every later column of the block.
+SELECT_BY_COMPARISON_MAX_M = 8  # above this M, m^2 vector comparisons cost more than a sort
+
+
+def _dropped(cost: np.ndarray, n: int, m: int) -> np.ndarray:
+    """[m, rows] bool: the m-n cheapest of each row's m costs (``cost`` [m, rows]), a tie going to
+    the lower column (as a stable sort orders them)."""
+    drop = np.empty(cost.shape, dtype=bool)
+    if m > SELECT_BY_COMPARISON_MAX_M:
+        order = np.argsort(cost, axis=0, kind="stable")
+        drop[...] = False
+        np.put_along_axis(drop, order[: m - n], True, axis=0)
+        return drop
+    rank = np.empty(cost.shape[1], dtype=np.int8)
+    for j in range(m):  # rank_j: how many of the row's costs come before c_j
+        rank[:] = 0
+        for i in range(m):
+            if i != j:
+                rank += (cost[i] <= cost[j]) if i < j else (cost[i] < cost[j])
+        np.less(rank, m - n, out=drop[j])
+    return drop
+
+
+def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndarray, g: int, n: int,
+                 m: int) -> None:
+    """One group of m columns (rows ``g:g+m`` of the transposed block ``w1``): drop the m-n
+    cheapest per weight row (w^2 / [H^-1]_jj^2, chosen on the weights as updated so far) and
+    propagate their errors to every later column of the block.
 
     Column by column, a dropped column j carries e_j = (w_j - sum_{i<j} e_i U_ij) / U_jj and a
-    kept one carries nothing, so only the m-n dropped positions of each row need solving (a
-    triangular system of that size, vectorised over rows); then one product applies
-    w <- w - E U[group, g:] (which leaves the dropped entries at zero) — the same result as the
-    column-by-column reference in a fixed, small number of array operations per group."""
-    group = w1[:, g:g + m]
-    cost = group ** 2 * scale[g:g + m]
-    order = np.argsort(cost, axis=1, kind="stable")  # the stable sort makes ties deterministic
-    dropped = np.sort(order[:, : m - n], axis=1)  # [rows, m-n], ascending column order
-    block = h1[g:g + m, g:g + m]
-    values = group[rows, dropped]
-    errors = np.empty_like(values)
-    for t in range(m - n):
-        a = dropped[:, t]
-        value = values[:, t]
-        for s in range(t):
-            value = value - errors[:, s] * block[dropped[:, s], a]
-        errors[:, t] = value / block[a, a]
-    full = err[:, g:g + m]  # zeros so far: filled with this group's errors in place
-    full[rows, dropped] = errors
-    w1[:, g:] -= full @ h1[g:g + m, g:]
-    group[rows, dropped] = 0.0  # exactly zero, not round-off
+    kept one carries nothing; then one product applies w <- w - E U[group, g:] (which leaves the
+    dropped entries at zero) — the same result as the column-by-column reference in a fixed,
+    small number of vector operations per group."""
+    group = w1[g:g + m]
+    cost = group * group
+    cost *= scale[g:g + m]
+    drop = _dropped(cost, n, m)
+    errors = err[g:g + m]  # zeros so far: filled with this group's errors in place
+    for j in range(m):
+        e = errors[j]
+        e[:] = group[j]
+        for i in range(j):
+            e -= errors[i] * h1[g + i, g + j]
+        e *= drop[j]
+        e /= h1[g + j, g + j]
+    w1[g:] -= h1[g:g + m, g:].T @ errors
+    np.copyto(group, 0.0, where=drop)  # exactly +0.0, not round-off (nor -0.0, whose bits are not zero)

@@ -140,7 +140,7 @@ def _reference_sparsegpt(w, hinv, n, m, block):
     return w
 
 
-@pytest.mark.parametrize("n, m, block", [(2, 4, 128), (2, 4, 8), (1, 4, 16), (4, 8, 32)])
+@pytest.mark.parametrize("n, m, block", [(2, 4, 128), (2, 4, 8), (1, 4, 16), (4, 8, 32), (3, 16, 32), (1, 2, 8)])
 def test_group_batched_sparsegpt_equals_the_column_by_column_reference(n, m, block):
     from sparsify.masks.sparsegpt import DAMP, _inverse_cholesky, sparsegpt_prune
 
@@ -150,3 +150,21 @@ def test_group_batched_sparsegpt_equals_the_column_by_column_reference(n, m, blo
     got = sparsegpt_prune(w, h, n, m, block=block)
     expected = _reference_sparsegpt(w, _inverse_cholesky(h, DAMP), n, m, max(m, (block // m) * m))
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-10)
+    assert np.count_nonzero(got) == w.size * n // m
+    assert not np.signbit(got[got == 0]).any()  # pruned entries are +0.0 (a -0.0 has non-zero bits)
+
+
+@pytest.mark.parametrize("n, m", [(2, 4), (1, 4), (3, 8), (5, 16)])
+def test_ties_in_the_cost_go_to_the_lower_column_as_in_the_reference(n, m):
+    """Equal costs in a group (equal magnitudes, H a multiple of I): the lower column is dropped
+    first, as a stable sort orders them, by comparisons (M <= 8) or by a sort (larger M)."""
+    from sparsify.masks.sparsegpt import DAMP, _inverse_cholesky, sparsegpt_prune
+
+    rng = np.random.default_rng(m * 7 + n)
+    w = rng.integers(-2, 3, (9, 4 * m)).astype(np.float64)
+    h = 4.0 * np.eye(4 * m)
+    got = sparsegpt_prune(w, h, n, m)
+    expected = _reference_sparsegpt(w, _inverse_cholesky(h, DAMP), n, m, 128)
+    assert np.array_equal(got != 0, expected != 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+    assert not np.signbit(got[got == 0]).any()  # +0.0: a -0.0 would read as non-zero bits
