@@ -72,7 +72,7 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray, m: int) -
     if group not in stats.factors:
         drift = stats.drift if stats.drift is None or stats.drift.ndim == 2 else stats.drift[group]
         samples = stats.few_rows if isinstance(stats.few_rows, np.ndarray) else None  # prepare checks its shape
-        stats.factors[group] = prepare(hessian, drift, m, samples, stats.rows)
+        stats.factors[group] = prepare(hessian, drift, m, samples, stats.rows, overwrite=True)  # H is not read again
     return stats.factors[group]
 
 

@@ -206,11 +206,12 @@ def group_order(hessian: np.ndarray, m: int) -> np.ndarray:
 
 
 def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None = None,
-            samples: np.ndarray | None = None, rows: int | None = None) -> Prepared:
+            samples: np.ndarray | None = None, rows: int | None = None, overwrite: bool = False) -> Prepared:
     """:class:`Prepared` for one Hessian (and its drift term X^T (X_dense - X), if any); with
     ``m`` (the pattern's M, dividing K), OBS visits groups of M columns in :func:`group_order`;
     ``samples``: the rows X of H = X^T X when there are few (the fit's products use them);
-    ``rows``: how many calibration rows H sums (sets the :func:`damping`)."""
+    ``rows``: how many calibration rows H sums (sets the :func:`damping`); ``overwrite``: a float32
+    ``hessian`` becomes the damped H_d the fit multiplies by (no second K x K matrix)."""
     if drift is not None and (drift.shape != hessian.shape or not np.all(np.isfinite(drift))):
         raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
     if hessian.ndim != 2 or hessian.shape[0] != hessian.shape[1] or not np.all(np.isfinite(hessian)):
@@ -219,8 +220,8 @@ def prepare(hessian: np.ndarray, drift: np.ndarray | None = None, m: int | None 
     factor, diagonal = _factor_and_diagonal(hessian, damping(hessian.shape[0], rows), SHRINK, np.float32, order)
     if samples is not None and (samples.ndim != 2 or samples.shape[1] != hessian.shape[0]):
         samples = None
-    damped = DampedHessian(np.asarray(hessian, dtype=np.float32), diagonal, 1.0 - SHRINK, samples)
     dead = np.diag(hessian) == 0
+    damped = DampedHessian(hessian, diagonal, 1.0 - SHRINK, samples, overwrite)
     return Prepared(factor, None if drift is None else drift.astype(np.float32, copy=False), damped, order,
                     dead if dead.any() else None)
 

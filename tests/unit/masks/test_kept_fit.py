@@ -17,9 +17,7 @@ def _problem(seed: int, rows: int = 8, k: int = 32, tokens: int = 40):
 
 
 def _explicit(damped: DampedHessian) -> np.ndarray:
-    h = damped.scale * damped.hessian.astype(np.float64)
-    np.fill_diagonal(h, damped.diagonal)
-    return h
+    return damped.explicit()
 
 
 def _exact(target: np.ndarray, keep: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -40,6 +38,10 @@ def test_damped_hessian_is_the_shrunk_damped_matrix_the_factor_inverts():
     _, h = _problem(0)
     prepared = prepare(h)
     explicit = _explicit(prepared.damped)
+    by_hand = (1 - sg.SHRINK) * h
+    np.fill_diagonal(by_hand, prepared.damped.diagonal)
+    np.testing.assert_allclose(explicit, by_hand, rtol=1e-6)
+    assert np.all(prepared.damped.diagonal > np.diag(h))  # damped
     u = prepared.factor.astype(np.float64)
     np.testing.assert_allclose(u.T @ u, np.linalg.inv(explicit), rtol=3e-3, atol=1e-6)
     rows = np.random.default_rng(1).standard_normal((5, 32)).astype(np.float32)
@@ -157,3 +159,34 @@ def test_products_through_few_samples_equal_products_through_the_hessian():
     target = rng.standard_normal((7, 40)).astype(np.float32)
     np.testing.assert_allclose(with_rows.prune(target, 2, 4), without.prune(target, 2, 4), rtol=1e-3, atol=1e-4)
     assert prepare(h, samples=x[:, :8]).damped.samples is None  # rows of another width are not used
+
+
+def test_a_hessian_given_to_overwrite_becomes_the_damped_one_with_the_same_result():
+    """``overwrite``: no second K x K matrix; the float32 H turns into H_d in place, and the
+    prune is the same as with a copy.  A float64 H (not the fit's precision) is never written."""
+    target, h = _problem(14, k=32)
+    h32 = h.astype(np.float32)
+    copied, owned = prepare(h32.copy(), m=4), prepare(h32, m=4, overwrite=True)
+    assert owned.damped.matrix is h32 and copied.damped.matrix is not None
+    np.testing.assert_array_equal(h32, copied.damped.matrix)
+    np.testing.assert_array_equal(owned.prune(target, 2, 4), copied.prune(target, 2, 4))
+    h64 = h.copy()
+    prepare(h64, m=4, overwrite=True)
+    np.testing.assert_array_equal(h64, h)
+
+
+@pytest.mark.parametrize("rows", [1, 255, 256, 257, 600])
+def test_the_fit_over_blocks_of_rows_equals_one_solve_per_row(rows, monkeypatch):
+    """Rows are solved in blocks of BLOCK_ROWS; each row's result must not depend on which block
+    it fell in (compared with every row fitted on its own)."""
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((200, 16)) * rng.uniform(0.2, 3.0, 16)
+    h = x.T @ x
+    target = rng.standard_normal((rows, 16)).astype(np.float32)
+    prepared = prepare(h, m=4)
+    pruned = sparsegpt_prune(target, h, 2, 4, factor=prepared.factor)
+    blocked = fit_kept(target, pruned, prepared.damped)
+    alone = np.concatenate([fit_kept(target[i:i + 1], pruned[i:i + 1], prepared.damped) for i in range(rows)])
+    np.testing.assert_allclose(blocked, alone, rtol=1e-4, atol=1e-4)  # round-off of other product shapes
+    monkeypatch.setattr("sparsify.masks.kept_fit.BLOCK_ROWS", 7)
+    np.testing.assert_allclose(fit_kept(target, pruned, prepared.damped), blocked, rtol=1e-4, atol=1e-4)
