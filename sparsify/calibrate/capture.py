@@ -72,12 +72,16 @@ def _new_stats(channels: int, hessian: bool, patches: np.ndarray | None) -> Acti
     return ActivationStats(0, np.zeros(channels), matrix, np.zeros(channels))
 
 
-CHUNK_ROWS = 512  # samples are stacked up to this many rows per Gram product
+# samples are stacked up to this many rows per Gram product, or K rows for a K-wide input when
+# more: each chunk's float32 product is added into the float64 sum, a pass over K x K values that
+# costs as much as the product of ~150 rows (docs/methods.md, "Speed"); K rows of float32 are
+# half the float64 sum's own size, so the stacked chunk stays within the Hessian's memory
+CHUNK_ROWS = 512
 
 
 def _gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a^T b, per group when the inputs are [group, rows, K].  One chunk's product (at most
-    CHUNK_ROWS rows, or one sample) is taken in float32 (activations are float32 or narrower;
+    max(CHUNK_ROWS, K) rows, or one sample) is taken in float32 (activations are float32 or narrower;
     the relative error over a few thousand rows is ~1e-6) and added to the float64
     accumulator, which is what keeps the sum over the whole calibration set exact enough for
     the factorisation."""
@@ -118,7 +122,7 @@ class _GramChunks:
         if theirs is not None:
             self.theirs.append(theirs)
         self.count += mine.shape[-2]
-        if self.count >= CHUNK_ROWS:
+        if self.count >= max(CHUNK_ROWS, mine.shape[-1]):
             self.flush()
 
     def flush(self) -> None:

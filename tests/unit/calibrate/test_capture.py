@@ -47,3 +47,25 @@ def test_without_a_hessian_only_the_norms_are_kept():
 def test_a_missing_activation_is_an_error_that_names_it():
     with pytest.raises(ValueError, match="'y'"):
         accumulate({}, {StatsKey("y", -1)}, set(), _samples())
+
+
+def test_a_wide_input_is_summed_in_chunks_of_at_least_k_rows(monkeypatch):
+    """Each chunk's product is added into the float64 sum (a pass over K x K values): a K-wide
+    input stacks at least K rows per product, however small CHUNK_ROWS, and the sum is unchanged."""
+    monkeypatch.setattr(capture, "CHUNK_ROWS", 1)
+    rows_per_product = []
+    real_gram = capture._gram
+
+    def counting(a, b):
+        rows_per_product.append(a.shape[-2])
+        return real_gram(a, b)
+
+    monkeypatch.setattr(capture, "_gram", counting)
+    rng = np.random.default_rng(5)
+    samples = [{"x": rng.standard_normal((1, 5, 16)).astype(np.float32)} for _ in range(9)]
+    key = StatsKey("x", -1)
+    stats: dict = {}
+    accumulate(stats, {key}, {key}, samples)
+    assert rows_per_product == [20, 20, 5]  # 16 rows reached after 4 samples of 5; the rest at the end
+    x = np.concatenate([s["x"].reshape(-1, 16) for s in samples]).astype(np.float64)
+    np.testing.assert_allclose(stats[key].hessian, x.T @ x, rtol=1e-5, atol=1e-5)
