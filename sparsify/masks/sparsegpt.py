@@ -10,6 +10,7 @@ is refused with a reason so the caller can fall back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -176,10 +177,12 @@ class Prepared:
         ``order``), then its kept weights fitted for the mask OBS chose (masks/kept_fit.py;
         ``fit_iterations`` of it, None: its default, 0: none)."""
         target = _ready(self.refit(weight), m, len(self.factor), self.dead)
-        visited = target.copy() if self.order is None else target[:, self.order]
-        pruned = _obs(visited, self.factor, n, m, BLOCK)
-        if self.order is not None:
-            pruned[:, self.order] = pruned.copy()
+        # OBS works on [K, rows], columns in its visiting order: one copy, put back in place once
+        visited = np.ascontiguousarray(target.T) if self.order is None else target.T[self.order]
+        _obs_transposed(visited, self.factor, n, m, BLOCK)
+        pruned = np.empty_like(target)
+        pruned.T[self.order if self.order is not None else slice(None)] = visited
+        del visited
         if self.damped is None or fit_iterations == 0:
             return pruned
         return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True)
@@ -264,12 +267,19 @@ def _ready(w: np.ndarray, m: int, width: int, dead: np.ndarray | None) -> np.nda
 
 
 def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndarray:
-    """OBS on ``w`` [rows, K] in place, column group by column group, with ``hinv`` the upper
-    factor of H^-1 in the same column order; returns ``w``.  The work runs on a transposed copy
-    ([K, rows], C-ordered): every column the group loop touches is then one contiguous vector."""
-    cols = w.shape[1]
-    block = max(m, (block // m) * m)
+    """OBS on ``w`` [rows, K] in place (through a transposed copy); returns ``w``."""
     wt = np.ascontiguousarray(w.T)
+    _obs_transposed(wt, hinv, n, m, block)
+    w[...] = wt.T
+    return w
+
+
+def _obs_transposed(wt: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> None:
+    """OBS on the transposed weight ``wt`` [K, rows] (C-ordered) in place, column group by column
+    group, with ``hinv`` the upper factor of H^-1 in the same column order: every column the
+    group loop touches is one contiguous vector."""
+    cols = wt.shape[0]
+    block = max(m, (block // m) * m)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = wt[i1:i2]  # a view: updated in place
@@ -280,30 +290,35 @@ def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndar
             for g in range(0, i2 - i1, m):
                 _prune_group(w1, err, h1, scale, g, n, m)
         wt[i2:] -= hinv[i1:i2, i2:].T @ err
-    w[...] = wt.T
-    return w
 
 
-SELECT_BY_COMPARISON_MAX_M = 8  # above this M, m^2 vector comparisons cost more than a sort
+SELECT_BY_COMPARISON_MAX_M = 8  # above this M, the M(M-1)/2 vector comparisons cost more than a sort
+
+
+@lru_cache(maxsize=8)
+def _pairs(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For ranking M values by comparisons: every pair i < j, and the [M, pairs] matrix that
+    turns the pairs' outcomes b_ij = (c_i <= c_j) into ranks (b_ij puts i before j and counts
+    for j; 1 - b_ij counts for i), with the constant part of those counts."""
+    first, second = np.triu_indices(m, 1)
+    counts = np.zeros((m, len(first)), dtype=np.float32)
+    counts[second, np.arange(len(first))] = 1.0
+    counts[first, np.arange(len(first))] = -1.0
+    return first, second, counts, np.bincount(first, minlength=m).astype(np.float32)[:, None]
 
 
 def _dropped(cost: np.ndarray, n: int, m: int) -> np.ndarray:
     """[m, rows] bool: the m-n cheapest of each row's m costs (``cost`` [m, rows]), a tie going to
     the lower column (as a stable sort orders them)."""
-    drop = np.empty(cost.shape, dtype=bool)
     if m > SELECT_BY_COMPARISON_MAX_M:
         order = np.argsort(cost, axis=0, kind="stable")
-        drop[...] = False
+        drop = np.zeros(cost.shape, dtype=bool)
         np.put_along_axis(drop, order[: m - n], True, axis=0)
         return drop
-    rank = np.empty(cost.shape[1], dtype=np.int8)
-    for j in range(m):  # rank_j: how many of the row's costs come before c_j
-        rank[:] = 0
-        for i in range(m):
-            if i != j:
-                rank += (cost[i] <= cost[j]) if i < j else (cost[i] < cost[j])
-        np.less(rank, m - n, out=drop[j])
-    return drop
+    first, second, counts, constant = _pairs(m)
+    rank = counts @ (cost[first] <= cost[second]).astype(np.float32)  # how many come before each
+    rank += constant
+    return rank < m - n
 
 
 def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndarray, g: int, n: int,
@@ -321,12 +336,9 @@ def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndar
     cost *= scale[g:g + m]
     drop = _dropped(cost, n, m)
     errors = err[g:g + m]  # zeros so far: filled with this group's errors in place
-    for j in range(m):
-        e = errors[j]
-        e[:] = group[j]
-        for i in range(j):
-            e -= errors[i] * h1[g + i, g + j]
-        e *= drop[j]
-        e /= h1[g + j, g + j]
+    np.multiply(drop, (1.0 / np.diag(h1)[g:g + m])[:, None], out=errors)  # 1 / U_jj where dropped, else 0
+    errors[0] *= group[0]
+    for j in range(1, m):
+        errors[j] *= group[j] - h1[g:g + j, g + j] @ errors[:j]
     w1[g:] -= h1[g:g + m, g:].T @ errors
     np.copyto(group, 0.0, where=drop)  # exactly +0.0, not round-off (nor -0.0, whose bits are not zero)
