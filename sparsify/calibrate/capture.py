@@ -93,6 +93,19 @@ def _stack(blocks: list[np.ndarray]) -> np.ndarray:
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=-2)
 
 
+def _sum(total: np.ndarray, part: np.ndarray, first: bool) -> np.ndarray:
+    """``total + part`` for a Hessian's running sum: the first chunk's float32 product is kept as
+    it is (a sum of one chunk is exact as it stands, and a whole calibration set often is one
+    chunk for a wide input: no float64 pass over K x K values, nor back); from the second on,
+    the sum is float64."""
+    if first:
+        return part
+    if total.dtype != np.float64:
+        total = total.astype(np.float64)
+    total += part
+    return total
+
+
 def _add(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
     if total is None:
         return part.astype(np.float64)
@@ -130,13 +143,18 @@ class _GramChunks:
             return
         mine = _stack(self.mine)
         if self.entry.hessian is not None:
-            self.entry.hessian += _gram(mine, mine)
+            self.entry.hessian = _sum(self.entry.hessian, _gram(mine, mine), self.entry.summed_rows == 0)
+        self.entry.summed_rows += mine.shape[-2]
         if self.theirs:
             if len(self.theirs) != len(self.mine):
                 raise ValueError("the dense reference lacks an activation for some samples")
             # X^T (X_dense - X) directly: the refit needs only this difference, and a product of the
             # difference keeps its precision in float32 (C - H taken afterwards would cancel)
-            part = _gram(mine, _stack(self.theirs) - mine)
+            # a new float32 array (one sample's rows are the caller's: copied), reduced in place
+            difference = _stack(self.theirs).astype(np.float32, copy=len(self.theirs) == 1)
+            difference -= mine
+            part = _gram(mine, difference)
+            del difference
             if self.entry.drift is None:
                 self.entry.drift = part
             else:
@@ -191,7 +209,7 @@ def finish(stats: dict[StatsKey, ActivationStats]) -> dict[StatsKey, ActivationS
     as float32 from here on: half the memory while the stage's weights are pruned."""
     for entry in stats.values():
         if entry.hessian is not None:
-            entry.hessian = entry.hessian.astype(np.float32)
+            entry.hessian = entry.hessian.astype(np.float32, copy=False)
         few = entry.few_rows
         entry.few_rows = np.concatenate(few) if isinstance(few, list) and few and entry.hessian is not None else None
     return stats

@@ -19,10 +19,11 @@ __all__ = ["ActivationStats"]
 class ActivationStats:
     rows: int
     sq_norm: np.ndarray  # [K]
-    hessian: np.ndarray | None = None  # [K, K]: summed in float64, float32 once complete
+    hessian: np.ndarray | None = None  # [K, K]: one chunk's float32 product, a float64 sum over more, float32 once complete
     total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
     drift: np.ndarray | None = None  # [K, K] float32 X^T (X_dense - X): this input vs the dense model's
     dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
+    summed_rows: int = 0  # rows already in ``hessian``'s sum (0: it is still the zero placeholder)
     # the rows X themselves (float32 [rows, K]) while there are few of them (at most K / 4): then
     # products with H = X^T X are cheaper as (p X^T) X (sparsegpt's fit of the kept weights)
     few_rows: list[np.ndarray] | np.ndarray | None = field(default_factory=list, repr=False)

@@ -69,3 +69,27 @@ def test_a_wide_input_is_summed_in_chunks_of_at_least_k_rows(monkeypatch):
     assert rows_per_product == [20, 20, 5]  # 16 rows reached after 4 samples of 5; the rest at the end
     x = np.concatenate([s["x"].reshape(-1, 16) for s in samples]).astype(np.float64)
     np.testing.assert_allclose(stats[key].hessian, x.T @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_one_chunk_stays_float32_more_become_a_float64_sum_and_inputs_are_not_touched():
+    """A Hessian summed from one chunk is that chunk's float32 product (no float64 round trip);
+    a second chunk turns the sum to float64.  The caller's activations (the dense ones too,
+    from which X_dense - X is formed) are never written."""
+    rng = np.random.default_rng(6)
+    one = [{"x": rng.standard_normal((1, 40, 8)).astype(np.float32)}]
+    dense = [{"x": one[0]["x"] + rng.standard_normal((1, 40, 8)).astype(np.float32)}]
+    kept = one[0]["x"].copy(), dense[0]["x"].copy()
+    key = StatsKey("x", -1)
+    stats: dict = {}
+    accumulate(stats, {key}, {key}, one, dense)
+    x, xd = kept[0].reshape(-1, 8).astype(np.float64), kept[1].reshape(-1, 8).astype(np.float64)
+    assert stats[key].hessian.dtype == np.float32 and stats[key].summed_rows == 40
+    np.testing.assert_allclose(stats[key].hessian, x.T @ x, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(stats[key].drift, x.T @ (xd - x), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(one[0]["x"], kept[0])
+    np.testing.assert_array_equal(dense[0]["x"], kept[1])
+    accumulate(stats, {key}, {key}, one, dense)  # the same rows again: the sum doubles
+    assert stats[key].hessian.dtype == np.float64 and stats[key].summed_rows == 80
+    np.testing.assert_allclose(stats[key].hessian, 2 * x.T @ x, rtol=1e-5, atol=1e-4)
+    capture.finish(stats)
+    assert stats[key].hessian.dtype == np.float32
