@@ -88,8 +88,11 @@ def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype
     diagonal: a new ``dtype`` matrix."""
     if index is None:
         base: np.ndarray = np.array(hessian[::-1, ::-1], dtype=dtype)
-    else:
-        base = np.asarray(hessian[np.ix_(index[::-1], index[::-1])], dtype=dtype)  # already a new array
+    else:  # rows gathered whole, then each block of rows' columns: no K x K temporary (np.ix_ is 3x slower)
+        backwards = index[::-1]
+        base = hessian.take(backwards, axis=0).astype(dtype, copy=False)
+        for first in range(0, len(base), PERMUTE_ROWS):
+            base[first:first + PERMUTE_ROWS] = base[first:first + PERMUTE_ROWS].take(backwards, axis=1)
     diagonal = np.einsum("ii->i", base)  # a writable view of the diagonal
     if shrink:
         kept = diagonal.copy()
@@ -98,6 +101,23 @@ def _damped(hessian: np.ndarray, shrink: float, damp: float, attempt: int, dtype
     diagonal[diagonal == 0] = 1.0  # dead inputs
     diagonal += damp * float(np.mean(diagonal)) * 10**attempt
     return base
+
+
+PERMUTE_ROWS = 256  # rows whose columns are permuted at a time
+REVERSE_CHUNK = 1 << 20  # values swapped per step of an in-place reversal
+
+
+def _reversed_in_place(a: np.ndarray) -> np.ndarray:
+    """``a[::-1, ::-1]`` written over the C-contiguous ``a`` (its flat buffer reversed, chunk by
+    chunk): a fresh K x K copy would cost more than the reversal, its pages first touched."""
+    flat = a.reshape(-1)  # a view of the same memory
+    half = flat.size // 2
+    for start in range(0, half, REVERSE_CHUNK):
+        stop = min(start + REVERSE_CHUNK, half)
+        front = flat[start:stop].copy()
+        flat[start:stop] = flat[flat.size - stop:flat.size - start][::-1]
+        flat[flat.size - stop:flat.size - start] = front[::-1]
+    return a
 
 
 def _factor_and_diagonal(hessian: np.ndarray, damp: float, shrink: float, dtype: type,
@@ -118,7 +138,10 @@ def _factor_and_diagonal(hessian: np.ndarray, damp: float, shrink: float, dtype:
         except np.linalg.LinAlgError:
             continue
         # U = U0^-1 with U0 = J L J, i.e. J L^-1 J
-        return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1], dtype=dtype), diagonal
+        inverse = _lower_inverse(lower)
+        if inverse.dtype == dtype and inverse.flags.c_contiguous:
+            return _reversed_in_place(inverse), diagonal
+        return np.ascontiguousarray(inverse[::-1, ::-1], dtype=dtype), diagonal
     raise SparseGPTError("calibration Hessian is not positive definite even after damping")
 
 

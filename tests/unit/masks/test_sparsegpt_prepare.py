@@ -162,3 +162,27 @@ def test_dead_inputs_weights_are_zero_in_both_entry_points():
     w = rng.standard_normal((5, 12)).astype(np.float32)
     for pruned in (prepare(h, m=4).prune(w, 2, 4), sparsegpt_prune(w, h, 2, 4)):
         assert not pruned[:, [3, 7]].any() and is_nm(pruned, 1, 2, 4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 64])
+@pytest.mark.parametrize("chunk", [1, 3, 1 << 20])
+def test_in_place_reversal_equals_a_reversed_copy(k, chunk, monkeypatch):
+    monkeypatch.setattr(sg, "REVERSE_CHUNK", chunk)
+    a = np.arange(k * k, dtype=np.float32).reshape(k, k)
+    expected = a[::-1, ::-1].copy()
+    out = sg._reversed_in_place(a)
+    assert out is a
+    np.testing.assert_array_equal(a, expected)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 256])
+def test_the_permuted_damped_copy_equals_fancy_indexing(rows, monkeypatch):
+    """H with rows and columns in OBS's order (then reversed), built block by block of rows."""
+    monkeypatch.setattr(sg, "PERMUTE_ROWS", rows)
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((50, 24))
+    h = x.T @ x
+    index = sg.group_order(h, 4)
+    got = sg._damped(h, 0.0, 0.0, 0, np.float32, index)
+    backwards = index[::-1]
+    np.testing.assert_array_equal(got, h[np.ix_(backwards, backwards)].astype(np.float32))
