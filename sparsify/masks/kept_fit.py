@@ -78,12 +78,13 @@ def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_kept(target: np.ndarray, start: np.ndarray, damped: DampedHessian, iterations: int | None = None,
-             overwrite: bool = False) -> np.ndarray:
+             overwrite: bool = False, residual: np.ndarray | None = None) -> np.ndarray:
     """The weights closest to ``target`` in the ``H_d`` norm with ``start``'s zeros kept: ``target``
     [rows, K] is the weight SparseGPT pruned, ``start`` its result (the N:M mask is where it is
     non-zero).  Returns an array in ``start``'s dtype, exactly zero wherever ``start`` is: a new
-    one, or ``start`` itself with ``overwrite`` when it is C-ordered.  Memory: a few
-    [BLOCK_ROWS, K] arrays, besides the inputs and the result."""
+    one, or ``start`` itself with ``overwrite`` when it is C-ordered.  ``residual``: the first
+    residual ``(target - start) H_d`` when the caller has it cheaper than a product (it is
+    overwritten).  Memory: a few [BLOCK_ROWS, K] arrays, besides the inputs and the result."""
     dtype = start.dtype
     # C order: row-wise steps on a transposed weight would be strided
     fitted = np.ascontiguousarray(start) if overwrite else np.array(start, dtype=dtype, order="C")
@@ -91,27 +92,31 @@ def fit_kept(target: np.ndarray, start: np.ndarray, damped: DampedHessian, itera
     count = ITERATIONS if iterations is None else iterations
     for first in range(0, len(fitted), BLOCK_ROWS):
         rows = slice(first, first + BLOCK_ROWS)
-        _fit_block(target[rows], fitted[rows], damped, reciprocal, count)
+        _fit_block(target[rows], fitted[rows], damped, reciprocal, count, None if residual is None else residual[rows])
     return fitted
 
 
 def _fit_block(target: np.ndarray, fitted: np.ndarray, damped: DampedHessian, reciprocal: np.ndarray,
-               iterations: int) -> None:
-    """Conjugate gradients on ``fitted`` (a C-ordered block of rows, in place) for its own mask."""
+               iterations: int, first: np.ndarray | None) -> None:
+    """Conjugate gradients on ``fitted`` (a C-ordered block of rows, in place) for its own mask,
+    from the residual ``first`` if given (used in place)."""
     keep = fitted != 0
     precondition = reciprocal * keep  # the diagonal preconditioner on the mask: every direction stays on it
-    residual = damped.times(np.ascontiguousarray(target - fitted, dtype=fitted.dtype))  # minus half the gradient
+    residual = damped.times(np.ascontiguousarray(target - fitted, dtype=fitted.dtype)) if first is None else first
+    # (the residual is minus half the gradient)
     direction = residual * precondition
     rz = _dot(residual, direction)
     stop = TOLERANCE**2 * rz
     scratch = np.empty_like(fitted)
-    for _ in range(iterations):
+    for left in range(iterations - 1, -1, -1):
         if not np.any(rz > stop):
             break
         step = damped.times(direction)
         alpha = _ratio(rz, _dot(direction, step))  # direction is zero off the mask: no masking needed here
         np.multiply(direction, alpha, out=scratch)
         fitted += scratch
+        if not left:  # the last step: the next residual and direction would not be used
+            break
         step *= alpha
         residual -= step
         del step

@@ -47,6 +47,19 @@ def _inverse_times(u: np.ndarray, y: np.ndarray) -> np.ndarray:
     return trmm(1.0, u.T, uy_t, side=1, lower=1, trans_a=1, overwrite_b=1).T  # (U y)^T U = (U^T U y)^T
 
 
+def _upper_solve(u: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """U^-1 y for an upper-triangular C-ordered ``u`` [K, K] and a C-ordered ``y`` [K, columns]
+    (overwritten), with BLAS trsm; None without SciPy.  As in :func:`_inverse_times`, ``u.T`` is
+    U^T as a lower-triangular Fortran matrix and ``y.T`` a Fortran [columns, K] one: X U^T = y^T
+    is solved for X = (U^-1 y)^T."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return None
+    trsm = blas.get_blas_funcs("trsm", (u, y))
+    return trsm(1.0, u.T, y.T, side=1, lower=1, overwrite_b=1).T
+
+
 def _lower_inverse(lower: np.ndarray) -> np.ndarray:
     """Inverse of a C-ordered lower-triangular matrix, in place with LAPACK trtri when SciPy is
     installed (``lower.T`` is the same memory read as an upper-triangular Fortran matrix)."""
@@ -174,6 +187,7 @@ class Prepared:
     damped: DampedHessian | None = None  # H_d itself, for the fit of the kept weights
     order: np.ndarray | None = None  # the column order OBS works in (None: as stored)
     dead: np.ndarray | None = None  # inputs the calibration data never excited (diag(H) = 0)
+    refit_map: np.ndarray | None = None  # H_d^-1 (C - H), formed once a weight as tall as K is refit
 
     def solve(self, y: np.ndarray) -> np.ndarray:
         """H_d^-1 y for ``y`` [K, columns] in the weight's own column order."""
@@ -191,6 +205,12 @@ class Prepared:
         least-squares refit would shrink them toward zero and overfit little calibration data
         (docs/methods.md has the ablation).  With no drift (C = H) the weight is unchanged."""
         w = weight.astype(self.factor.dtype)
+        if self.refit_map is None and self.shift is not None and w.shape[0] >= w.shape[1]:
+            # a weight with at least K rows: M = H_d^-1 (C - H) costs no more than its own refit, and
+            # every weight sharing this Hessian is then refit with one product (not a product and a solve)
+            self.refit_map, self.shift = self.solve(self.shift), None
+        if self.refit_map is not None:
+            return w + w @ self.refit_map.T
         if self.shift is None:
             return w
         return w + self.solve(self.shift @ w.T).T
@@ -202,13 +222,26 @@ class Prepared:
         target = _ready(self.refit(weight), m, len(self.factor), self.dead)
         # OBS works on [K, rows], columns in its visiting order: one copy, put back in place once
         visited = np.ascontiguousarray(target.T) if self.order is None else target.T[self.order]
-        _obs_transposed(visited, self.factor, n, m, BLOCK)
+        place = self.order if self.order is not None else slice(None)
+        fit = self.damped is not None and fit_iterations != 0
+        errors = np.zeros_like(visited) if fit else None
+        _obs_transposed(visited, self.factor, n, m, BLOCK, errors)
         pruned = np.empty_like(target)
-        pruned.T[self.order if self.order is not None else slice(None)] = visited
+        pruned.T[place] = visited
         del visited
-        if self.damped is None or fit_iterations == 0:
+        if not fit:
             return pruned
-        return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True)
+        assert self.damped is not None and errors is not None
+        # OBS moved the weight by U^T E (E its errors): the fit's first residual H_d (target - pruned)
+        # is U^-1 E, a triangular solve (half a product) instead of a product with H_d
+        first = _upper_solve(self.factor, errors)
+        del errors
+        residual = None
+        if first is not None:
+            residual = np.empty_like(target)
+            residual.T[place] = first
+            del first
+        return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True, residual=residual)
 
 
 def damping(width: int, rows: int | None) -> float:
@@ -297,16 +330,18 @@ def _obs(w: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> np.ndar
     return w
 
 
-def _obs_transposed(wt: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int) -> None:
+def _obs_transposed(wt: np.ndarray, hinv: np.ndarray, n: int, m: int, block: int,
+                    errors: np.ndarray | None = None) -> None:
     """OBS on the transposed weight ``wt`` [K, rows] (C-ordered) in place, column group by column
-    group, with ``hinv`` the upper factor of H^-1 in the same column order: every column the
-    group loop touches is one contiguous vector."""
+    group, with ``hinv`` the upper factor U of H^-1 in the same column order: every column the
+    group loop touches is one contiguous vector.  ``errors`` (zeros like ``wt``), if given, receives
+    every column's error E: OBS leaves ``wt - U^T E``."""
     cols = wt.shape[0]
     block = max(m, (block // m) * m)
     for i1 in range(0, cols, block):
         i2 = min(i1 + block, cols)
         w1 = wt[i1:i2]  # a view: updated in place
-        err = np.zeros_like(w1)
+        err = np.zeros_like(w1) if errors is None else errors[i1:i2]
         h1 = hinv[i1:i2, i1:i2]
         scale = (1.0 / np.diag(h1) ** 2).astype(w1.dtype)[:, None]  # dropping w_j costs w_j^2 / [H^-1]_jj^2
         with small_ops():  # products of M columns: one BLAS thread is faster (masks/blas.py)

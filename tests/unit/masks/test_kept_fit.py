@@ -190,3 +190,72 @@ def test_the_fit_over_blocks_of_rows_equals_one_solve_per_row(rows, monkeypatch)
     np.testing.assert_allclose(blocked, alone, rtol=1e-4, atol=1e-4)  # round-off of other product shapes
     monkeypatch.setattr("sparsify.masks.kept_fit.BLOCK_ROWS", 7)
     np.testing.assert_allclose(fit_kept(target, pruned, prepared.damped), blocked, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_order", [True, False])
+def test_the_refit_through_a_formed_map_equals_the_formula(with_order):
+    """A weight with at least K rows forms M = H_d^-1 (C - H) once; from then on every weight
+    sharing the Hessian (short ones too) is refit as W + W M^T.  Both routes must give
+    W + (H_d^-1 (C - H) W^T)^T, computed here in float64 from H_d itself."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((80, 16))
+    x_dense = x + 0.1 * rng.standard_normal((80, 16))
+    h, drift = x.T @ x, x.T @ (x_dense - x)
+    prepared = prepare(h, drift, m=4 if with_order else None)
+    explicit = prepared.damped.explicit()
+
+    def formula(w):
+        return w + np.linalg.solve(explicit, drift @ w.T).T
+
+    short, tall = rng.standard_normal((5, 16)), rng.standard_normal((20, 16))
+    np.testing.assert_allclose(prepared.refit(short), formula(short), rtol=1e-3, atol=1e-4)
+    assert prepared.refit_map is None  # a short weight alone: no K x K map
+    np.testing.assert_allclose(prepared.refit(tall), formula(tall), rtol=1e-3, atol=1e-4)
+    assert prepared.refit_map is not None and prepared.shift is None
+    np.testing.assert_allclose(prepared.refit(short), formula(short), rtol=1e-3, atol=1e-4)
+
+
+def test_the_first_residual_from_obs_errors_is_the_product_with_h_d():
+    """OBS leaves ``target - U^T E``: U^-1 E (a triangular solve) must equal H_d (target - pruned),
+    the residual the fit would otherwise compute with a product."""
+    target, h = _problem(16, rows=6, k=32)
+    prepared = prepare(h, m=4)
+    order = prepared.order
+    visited = np.ascontiguousarray(target.T[order])
+    errors = np.zeros_like(visited)
+    sg._obs_transposed(visited, prepared.factor, 2, 4, sg.BLOCK, errors)
+    pruned = np.empty_like(target)
+    pruned.T[order] = visited
+    first = np.empty_like(target)
+    first.T[order] = sg._upper_solve(prepared.factor, errors.copy())
+    expected = (target.astype(np.float64) - pruned) @ prepared.damped.explicit()
+    np.testing.assert_allclose(first, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_a_given_number_of_iterations_is_that_many_conjugate_gradient_steps(iterations):
+    """One and two preconditioned CG steps, written out in float64 row by row."""
+    target, h = _problem(17, rows=4, k=16)
+    prepared = prepare(h, m=4)
+    pruned = prepared.prune(target, 2, 4, fit_iterations=0)
+    refit = prepared.refit(target)
+    got = fit_kept(refit, pruned, prepared.damped, iterations=iterations)
+    hd = prepared.damped.explicit()
+    expected = pruned.astype(np.float64)
+    for row in range(len(expected)):
+        p = (pruned[row] != 0) / prepared.damped.diagonal.astype(np.float64)
+        a = expected[row]
+        r = (refit[row] - a) @ hd
+        z = r * p
+        d = z.copy()
+        for _ in range(iterations):
+            step = d @ hd
+            alpha = (r @ z) / (d @ step)
+            a = a + alpha * d
+            r_next = r - alpha * step
+            z_next = r_next * p
+            d = z_next + (r_next @ z_next) / (r @ z) * d
+            r, z = r_next, z_next
+        expected[row] = a
+    assert not np.allclose(expected, pruned, rtol=1e-3, atol=1e-4)  # the steps move the weights
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
