@@ -7,7 +7,8 @@
 
 The model is built in code with random weights (``make_transformer.py``: ``--vit`` by default,
 ``--decoder``: LLaMA-shaped gated MLP blocks with external data).  Every prune runs in its own
-process; wall time and peak RSS (``ru_maxrss`` of that child) are recorded.  The floor is the
+process; wall time and peak RSS (``ru_maxrss`` of that child) are recorded (``--repeat N``: the
+current code's median of N runs).  The floor is the
 magnitude pass plus one dense ONNX Runtime forward over the same calibration set.  After each
 run ``sparsify check --strict`` confirms every eligible weight is 2:4.
 Results: Markdown on stdout and in ``benchmarks/out/calibration/results.md`` (+ ``.json``).
@@ -68,6 +69,17 @@ def prune_run(root: Path, model: Path, out: Path, method: str, calibration: Path
     return result
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median time (of an even count, the slower middle one), with every run's
+    seconds and the largest peak RSS of them all."""
+    ordered = sorted(runs, key=lambda run: run["seconds"])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["seconds_runs"] = [run["seconds"] for run in runs]
+    chosen["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    chosen["every_eligible_weight_2to4"] = all(run["every_eligible_weight_2to4"] for run in runs)
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decoder", action="store_true", help="gated-MLP decoder with external data (not ViT)")
@@ -82,6 +94,9 @@ def main() -> None:
                         help="sparsegpt's --fit-iterations for the current code (default: its own default)")
     parser.add_argument("--activation-memory", type=int, metavar="BYTES",
                         help="also run each data-aware method with this --activation-memory (0: every activation on disk)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each method of the current code N times: the median time, every time in the "
+                             "results, the largest peak RSS (this machine's run-to-run spread is ~10%%)")
     parser.add_argument("--workdir", type=Path, default=HERE / "out" / "calibration" / "work")
     args = parser.parse_args()
     work = args.workdir
@@ -109,8 +124,8 @@ def main() -> None:
                      "activation_memory": args.activation_memory, "fit_iterations": args.fit_iterations,
                      "methods": {}}
     for method in args.methods.split(","):
-        entry = {"now": prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration,
-                                  fit_iterations=args.fit_iterations)}
+        entry = {"now": median_run([prune_run(ROOT, model, work / f"out.{method}.onnx", method, calibration,
+                                              fit_iterations=args.fit_iterations) for _ in range(max(1, args.repeat))])}
         if today is not None:
             entry["before"] = prune_run(today, model, work / f"before.{method}.onnx", method, calibration)
         if args.activation_memory is not None and method != "magnitude":
@@ -151,6 +166,10 @@ def report(results: dict) -> str:
         lines.append(f"| {method} | {now['seconds']} | {ratio} | {now['peak_rss_mb']:.0f} | "
                      f"{now['peak_rss_mb'] / size:.2f} | {'yes' if now['every_eligible_weight_2to4'] else 'NO'} | "
                      f"{before['seconds'] if before else '-'} | {speed} |")
+    repeated = {m: e["now"]["seconds_runs"] for m, e in results["methods"].items() if len(e["now"]["seconds_runs"]) > 1}
+    if repeated:
+        lines += ["", "Seconds: the median of " + "; ".join(f"{m}: {', '.join(map(str, runs))} s"
+                                                          for m, runs in repeated.items()) + "."]
     limited = {m: e for m, e in results["methods"].items() if "limited" in e}
     if limited:
         lines += ["", f"Activations held in memory (default limit) vs `--activation-memory "
