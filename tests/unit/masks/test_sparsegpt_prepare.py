@@ -186,3 +186,22 @@ def test_the_permuted_damped_copy_equals_fancy_indexing(rows, monkeypatch):
     got = sg._damped(h, 0.0, 0.0, 0, np.float32, index)
     backwards = index[::-1]
     np.testing.assert_array_equal(got, h[np.ix_(backwards, backwards)].astype(np.float32))
+
+
+@pytest.mark.parametrize("rows", [6, 40])
+def test_without_scipy_the_whole_prune_gives_the_same_weights(monkeypatch, rows):
+    """Without SciPy the fit's first residual is a product with H_d (not a triangular solve from
+    OBS's errors) and the refit's solves are NumPy products: the same weights, to round-off."""
+    import sys
+
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((200, 16)) * rng.uniform(0.3, 2.0, 16)
+    x_dense = x + 0.1 * rng.standard_normal((200, 16))
+    h, drift = x.T @ x, x.T @ (x_dense - x)
+    w = rng.standard_normal((rows, 16)).astype(np.float32)
+    with_scipy = prepare(h, drift, m=4).prune(w, 2, 4)
+    monkeypatch.setitem(sys.modules, "scipy.linalg", None)
+    assert sg._upper_solve(np.eye(4, dtype=np.float32), np.ones((4, 2), np.float32)) is None
+    without = prepare(h, drift, m=4).prune(w, 2, 4)
+    assert np.array_equal(with_scipy != 0, without != 0)
+    np.testing.assert_allclose(without, with_scipy, rtol=1e-3, atol=1e-4)
