@@ -489,10 +489,10 @@ def test_activations_on_disk_give_the_same_weights(tmp_path, monkeypatch, method
     seen = []
     real_accumulate = pipeline.accumulate
 
-    def spying(stats, keys, hessian_for, samples, dense=None):
+    def spying(stats, keys, hessian_for, samples, dense=None, drift_weights=None):
         seen.append((all(isinstance(v, np.memmap) for s in samples for v in s.values()),
                      len(list((tmp_path).glob(".sparsify-activations-*/segment-*")))))
-        return real_accumulate(stats, keys, hessian_for, samples, dense)
+        return real_accumulate(stats, keys, hessian_for, samples, dense, drift_weights)
 
     monkeypatch.setattr(pipeline, "accumulate", spying)
     on_disk = sparsify.prune(path, output=tmp_path / "disk.onnx", activation_memory=0, **cal)
@@ -632,3 +632,32 @@ def test_file_model_applies_only_to_plain_main_graph_initializers(tmp_path):
     assert file_model_or_none(tmp_path / "m.onnx", [floats, brain], ["w"]) is not None
     assert file_model_or_none(tmp_path / "m.onnx", [floats, brain], ["w", "b"]) is None  # no numpy bfloat16
     assert file_model_or_none(tmp_path / "m.onnx", [floats], ["in_a_constant_node"]) is None
+
+
+def test_a_down_projection_refit_from_its_own_drift_term_gives_the_same_weights(tmp_path, monkeypatch):
+    """An MLP's down projection (few rows for a wide input) has its drift summed per weight during
+    calibration; the weights must equal those from the K x K drift term, and the per-weight term
+    must really be what its refit used."""
+    from sparsify.masks.sparsegpt import Prepared
+
+    path = _residual_mlp(tmp_path, blocks=1, ff=64, rows=16)
+    cal = {"method": "sparsegpt", "calibration": [str(tmp_path / "cal.npz")], "verify": False, "fit_iterations": 0}
+    used = []
+    real_refit = Prepared.refit
+
+    def recording(self, weight, projected=None):
+        used.append((weight.shape, projected is not None))
+        return real_refit(self, weight, projected)
+
+    monkeypatch.setattr(Prepared, "refit", recording)
+    sparsify.prune(path, output=tmp_path / "per_weight.onnx", **cal)
+    # as [rows, K]: the head [8, 16] and the up projection [64, 16] (rows >= K / 2) keep the K x K term
+    assert sorted(used) == [((8, 16), False), ((16, 64), True), ((64, 16), False)]
+    used.clear()
+    monkeypatch.setattr("sparsify.calibrate.pipeline.projects", lambda *_: False)
+    sparsify.prune(path, output=tmp_path / "square.onnx", **cal)
+    assert not any(projected for _, projected in used)
+    a, b = weights(tmp_path / "per_weight.onnx"), weights(tmp_path / "square.onnx")
+    for name in a:
+        np.testing.assert_array_equal(a[name] != 0, b[name] != 0, err_msg=name)
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -20,7 +20,8 @@ from sparsify.calibrate.session import InMemoryModel
 from sparsify.calibrate.unfold import unfold
 from sparsify.masks.stats import ActivationStats
 
-__all__ = ["ActivationStats", "StatsKey", "accumulate", "activation_input", "collect_stats", "finish", "stats_key"]
+__all__ = ["ActivationStats", "StatsKey", "Weights", "accumulate", "activation_input", "collect_stats", "finish", "projects",
+           "stats_key"]
 
 
 @dataclass(frozen=True)
@@ -120,12 +121,23 @@ def _activation(values: Mapping[str, Any], key: StatsKey) -> np.ndarray:
     return value
 
 
-class _GramChunks:
-    """X^T X (and X^T (X_dense - X)) over row blocks stacked to about CHUNK_ROWS rows: fewer, larger
-    products and fewer float64 additions than one per sample, with at most one chunk held."""
+def projects(width: int, rows: int) -> bool:
+    """Whether the drift for a ``width``-wide input is summed per weight, as X^T ((X_dense - X) W^T)
+    ([K, rows] each), rather than as the K x K X^T (X_dense - X): for T calibration rows the first
+    costs 4 T K R (R: the rows of all weights reading the input), the second 2 T K^2 and then a
+    K^2 R product per weight at its refit; with R < K / 2 the first is cheaper for any T (an MLP's
+    down projection: R = K / 4; Q, K and V together: R = 3 K, which keep the K x K term)."""
+    return 0 < 2 * rows < width
 
-    def __init__(self, entry: ActivationStats):
+
+class _GramChunks:
+    """X^T X (and X^T (X_dense - X), or that times each weight) over row blocks stacked to about
+    CHUNK_ROWS rows: fewer, larger products and fewer float64 additions than one per sample, with
+    at most one chunk held."""
+
+    def __init__(self, entry: ActivationStats, weights: Mapping[str, np.ndarray] | None = None):
         self.entry = entry
+        self.weights = weights or {}
         self.mine: list[np.ndarray] = []
         self.theirs: list[np.ndarray] = []
         self.count = 0
@@ -153,20 +165,33 @@ class _GramChunks:
             # a new float32 array (one sample's rows are the caller's: copied), reduced in place
             difference = _stack(self.theirs).astype(np.float32, copy=len(self.theirs) == 1)
             difference -= mine
-            part = _gram(mine, difference)
-            del difference
-            if self.entry.drift is None:
-                self.entry.drift = part
+            if self.weights:
+                for name, weight in self.weights.items():
+                    part = _gram(mine, difference @ weight.T)  # X^T ((X_dense - X) W^T): [K, rows]
+                    if name in self.entry.projected:
+                        self.entry.projected[name] += part
+                    else:
+                        self.entry.projected[name] = part
             else:
-                self.entry.drift += part
+                part = _gram(mine, difference)
+                if self.entry.drift is None:
+                    self.entry.drift = part
+                else:
+                    self.entry.drift += part
+            del difference
         self.mine, self.theirs, self.count = [], [], 0
 
 
+Weights = Mapping[StatsKey, Mapping[str, np.ndarray]]
+
+
 def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hessian_for: set[StatsKey],
-               samples: Sequence[Mapping[str, Any]], dense_samples: Sequence[Mapping[str, Any]] | None = None) -> None:
+               samples: Sequence[Mapping[str, Any]], dense_samples: Sequence[Mapping[str, Any]] | None = None,
+               weights: Weights | None = None) -> None:
     """Add calibration samples' activations (each sample: ``{tensor name: value}``) to
     ``stats``; ``dense_samples``: the same activations in the dense model, sample for sample
-    (for ``drift``)."""
+    (for ``drift``); ``weights``: for a key, the weights reading it as float32 [rows, K] by name,
+    whose drift is summed per weight (``projected``) instead (:func:`projects` says when)."""
     for key in sorted(keys, key=repr):
         chunks: _GramChunks | None = None
         for number, sample in enumerate(samples):
@@ -186,7 +211,7 @@ def accumulate(stats: dict[StatsKey, ActivationStats], keys: set[StatsKey], hess
             if isinstance(dense, np.ndarray):
                 theirs = _rows(dense, key.axis) if key.conv is None else unfold(dense, key.conv)
                 entry.dense_total = _add(entry.dense_total, _rows(dense, key.axis).sum(axis=0))
-            chunks = chunks or _GramChunks(entry)
+            chunks = chunks or _GramChunks(entry, None if weights is None or key.conv is not None else weights.get(key))
             chunks.add(rows if patches is None else patches, theirs)
             _keep_few_rows(entry, rows if patches is None else None)
         if chunks is not None:
@@ -216,13 +241,14 @@ def finish(stats: dict[StatsKey, ActivationStats]) -> dict[StatsKey, ActivationS
 
 
 def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[str, np.ndarray]],
-                  hessian_for: set[StatsKey], reference=None) -> dict[StatsKey, ActivationStats]:
+                  hessian_for: set[StatsKey], reference=None, weights: Weights | None = None) -> dict[StatsKey, ActivationStats]:
     """Stats per key from whole-model sessions (the fallback when the model cannot be cut into
     segments); Hessians (``X^T X``, per group for a conv's patches) only for ``hessian_for``.
 
     With ``reference`` (a session of the dense model that outputs these activations; it never
     changes, so the caller makes it once), also ``drift = X^T (X_dense - X)`` for those, so a layer
-    can be refit toward the dense model's output rather than its own drifted input's.
+    can be refit toward the dense model's output rather than its own drifted input's (or that
+    times each of ``weights``, as in :func:`accumulate`).
     """
     names = sorted({key.name for key in keys})
     session = model.session(extra_outputs=names, only=True)  # runs only what these need
@@ -234,5 +260,5 @@ def collect_stats(model: InMemoryModel, keys: set[StatsKey], feeds: list[dict[st
         values = dict(zip(outputs, session.run(outputs, feed), strict=True))
         dense_values = [dict(zip(dense_names, dense_session.run(dense_names, feed), strict=True))] \
             if dense_session is not None else None
-        accumulate(stats, keys, hessian_for, [values], dense_values)
+        accumulate(stats, keys, hessian_for, [values], dense_values, weights)
     return finish(stats)

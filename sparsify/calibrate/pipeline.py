@@ -10,11 +10,20 @@ import numpy as np
 from onnx import TensorProto
 
 from sparsify.analysis.index import GraphIndex
+from sparsify.analysis.lookthrough import WeightSource
 from sparsify.analysis.targets import LayerRow, Status, group_by_weight
 from sparsify.calibrate.activation_store import ActivationStore, default_activation_memory
 from sparsify.calibrate.bias_correction import corrected_bias, find_bias
 from sparsify.calibrate.budget import BudgetResult, accuracy, accuracy_loss, choose_dense, drift_loss, load_eval
-from sparsify.calibrate.capture import StatsKey, accumulate, activation_input, collect_stats, finish, stats_key
+from sparsify.calibrate.capture import (
+    StatsKey,
+    accumulate,
+    activation_input,
+    collect_stats,
+    finish,
+    projects,
+    stats_key,
+)
 from sparsify.calibrate.file_session import FileModel, release_memory
 from sparsify.calibrate.options import DataAwareOptions
 from sparsify.calibrate.permutation import permute_channels
@@ -26,7 +35,7 @@ from sparsify.io.model import LoadedModel
 from sparsify.io.writer import ModelWriter
 from sparsify.masks.apply import PruneResult
 from sparsify.masks.blas import blas_libraries
-from sparsify.masks.methods import NEEDS_CALIBRATION, needs_hessian, prune_with_method
+from sparsify.masks.methods import NEEDS_CALIBRATION, drift_shape, drift_weight, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds_for_graph
 
@@ -199,12 +208,13 @@ class _DataAwarePass:
     def _stage_stats(self, stage: list[list[LayerRow]]) -> dict:
         keys = {stats_key(rows[0].target) for rows in stage}
         hessian_for = self._hessian_inputs(stage)
+        weights = self._drift_weights(stage)
         if self.live is not None:
             try:
                 values = self.live.advance()
                 dense = self.dense_live.advance() if self.dense_live is not None else None
                 stats: dict = {}
-                accumulate(stats, keys, hessian_for, values, dense)
+                accumulate(stats, keys, hessian_for, values, dense, weights)
                 return finish(stats)
             except Exception as exc:  # noqa: BLE001 - ORT raises many types; any of them: use whole-model runs
                 self._whole_model_note = f"calibration ran the whole model per stage (segments failed: {str(exc)[:120]})"
@@ -212,10 +222,35 @@ class _DataAwarePass:
         if self.dense_session is None and self.dense is not None:  # the dense reference never changes: one session
             wanted = sorted({key.name for key in self._hessian_inputs(self.groups)})
             self.dense_session = self.dense.in_memory().session(extra_outputs=wanted, only=True) if wanted else None
-        stats = collect_stats(self.memory.in_memory(), keys, self.feeds, hessian_for, reference=self.dense_session)
+        stats = collect_stats(self.memory.in_memory(), keys, self.feeds, hessian_for, reference=self.dense_session,
+                              weights=weights)
         for rows in stage:
             rows[0].outcome.notes.append(self._whole_model_note)
         return stats
+
+    def _drift_weights(self, stage: list[list[LayerRow]]) -> dict[StatsKey, dict[str, np.ndarray]]:
+        """For each input of the stage whose readers have few rows together (capture.projects), those
+        weights as [rows, K]: their drift (sparsegpt's, against the dense model) is summed per weight,
+        not as a K x K matrix.  Decided from the shapes; only those weights are read."""
+        if self.dense is None:
+            return {}
+        readers: dict[StatsKey, list[tuple[WeightSource, int, int]] | None] = {}
+        for rows in stage:
+            target = rows[0].target
+            key = stats_key(target)
+            if key.conv is not None or not needs_hessian(self.options.method, target.op_node()):
+                continue
+            known = readers.setdefault(key, [])
+            shape = drift_shape(target.weight_source(), target.op_node())
+            if known is not None and shape is not None:
+                known.append((target.weight_source(), *shape))
+            else:
+                readers[key] = None  # one weight the per-weight sum cannot serve: the K x K term for all
+        chosen: dict[StatsKey, dict[str, np.ndarray]] = {}
+        for key, found in readers.items():
+            if found and len({k for _, _, k in found}) == 1 and projects(found[0][2], sum(r for _, r, _ in found)):
+                chosen[key] = {src.name: drift_weight(self.read(src.name, src.tensor), src) for src, _, _ in found}
+        return chosen
 
     def _prune_weight(self, rows: list[LayerRow], stats: dict, progress, where: str = "") -> None:
         src = rows[0].target.weight_source()

@@ -22,7 +22,7 @@ from sparsify.masks.sparsegpt import Prepared, SparseGPTError, prepare
 from sparsify.masks.stats import ActivationStats
 from sparsify.pattern import NMPattern
 
-__all__ = ["METHODS", "NEEDS_CALIBRATION", "needs_hessian", "prune_with_method"]
+__all__ = ["METHODS", "NEEDS_CALIBRATION", "drift_shape", "drift_weight", "needs_hessian", "prune_with_method", "weight_rows"]
 
 
 
@@ -61,9 +61,35 @@ def _sparsegpt_matrix(values: np.ndarray, src: WeightSource, node: onnx.NodeProt
     k = moved.shape[-1]
     if stats.hessian.shape != (k, k):
         raise SparseGPTError("no calibration Hessian matches this weight")
-    pruned = _prepared(stats, 0, stats.hessian, pattern.m).prune(moved.reshape(-1, k), pattern.n, pattern.m,
-                                                                 fit_iterations)
+    pruned = _prepared(stats, 0, stats.hessian, pattern.m).prune(
+        weight_rows(values, src), pattern.n, pattern.m, fit_iterations, stats.projected.get(src.name))
     return np.moveaxis(pruned.reshape(moved.shape), -1, src.axis)
+
+
+def weight_rows(values: np.ndarray, src: WeightSource) -> np.ndarray:
+    """The weight as SparseGPT sees a GEMM's or pointwise conv's: [rows, K], K along the
+    reduction axis (a view where the layout allows)."""
+    moved = np.moveaxis(values, src.axis, -1)
+    return moved.reshape(-1, moved.shape[-1])
+
+
+def drift_shape(src: WeightSource, node: onnx.NodeProto) -> tuple[int, int] | None:
+    """(rows, K) of the weight as sparsegpt takes it ([rows, K], :func:`weight_rows`), when its
+    product with the drift term can be summed during calibration (calibrate/capture.py,
+    ``projects``); None for a non-float type or a conv that sparsegpt unfolds or refuses."""
+    if _sparsegpt_refusal(node, src) is not None or src.tensor.data_type not in FLOAT_TYPES:
+        return None
+    if node.op_type == "Conv" and not ConvGeometry.of(node, src.op_shape).pointwise:
+        return None
+    shape = [int(d) for d in src.tensor.dims]
+    if not shape or not -len(shape) <= src.axis < len(shape) or shape[src.axis] == 0:
+        return None
+    return int(np.prod(shape)) // shape[src.axis], shape[src.axis]
+
+
+def drift_weight(bits: np.ndarray, src: WeightSource) -> np.ndarray:
+    """The stored weight as the float32 [rows, K] that :func:`drift_shape` describes."""
+    return weight_rows(to_float32(bits, src.tensor.data_type), src)
 
 
 def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray, m: int) -> Prepared:

@@ -197,14 +197,21 @@ class Prepared:
         result[self.order] = _inverse_times(self.factor, y[self.order])
         return result
 
-    def refit(self, weight: np.ndarray) -> np.ndarray:
+    def refit(self, weight: np.ndarray, projected: np.ndarray | None = None) -> np.ndarray:
         """Refit toward the dense output, shrunk toward the original weight:
         argmin_A ||X A - X_dense W||^2 + (A - W)^T D (A - W) (rows here are output features), with
         D the damping and shrinkage that the factor carries, i.e. A^T = W^T + H_d^-1 (C - H) W^T.
         Directions the calibration data barely excites keep the original weight; a plain
         least-squares refit would shrink them toward zero and overfit little calibration data
-        (docs/methods.md has the ablation).  With no drift (C = H) the weight is unchanged."""
+        (docs/methods.md has the ablation).  With no drift (C = H) the weight is unchanged.
+        ``projected``: (C - H) W^T [K, rows] itself, summed during calibration as
+        X^T ((X_dense - X) W^T) for a weight with few rows (calibrate/capture.py); then no K x K
+        drift term exists and only the solve is left."""
         w = weight.astype(self.factor.dtype)
+        if projected is not None:
+            if projected.shape != (w.shape[1], w.shape[0]) or not np.all(np.isfinite(projected)):
+                raise SparseGPTError("calibration drift term has the wrong shape or non-finite values")
+            return w + self.solve(projected.astype(w.dtype, copy=False)).T
         if self.refit_map is None and self.shift is not None and w.shape[0] >= w.shape[1]:
             # a weight with at least K rows: M = H_d^-1 (C - H) costs no more than its own refit, and
             # every weight sharing this Hessian is then refit with one product (not a product and a solve)
@@ -215,11 +222,12 @@ class Prepared:
             return w
         return w + self.solve(self.shift @ w.T).T
 
-    def prune(self, weight: np.ndarray, n: int, m: int, fit_iterations: int | None = None) -> np.ndarray:
-        """The weight [rows, K] refit toward the dense output, pruned to N:M by OBS (columns in
-        ``order``), then its kept weights fitted for the mask OBS chose (masks/kept_fit.py;
-        ``fit_iterations`` of it, None: its default, 0: none)."""
-        target = _ready(self.refit(weight), m, len(self.factor), self.dead)
+    def prune(self, weight: np.ndarray, n: int, m: int, fit_iterations: int | None = None,
+              projected: np.ndarray | None = None) -> np.ndarray:
+        """The weight [rows, K] refit toward the dense output (``projected``: see :meth:`refit`),
+        pruned to N:M by OBS (columns in ``order``), then its kept weights fitted for the mask OBS
+        chose (masks/kept_fit.py; ``fit_iterations`` of it, None: its default, 0: none)."""
+        target = _ready(self.refit(weight, projected), m, len(self.factor), self.dead)
         # OBS works on [K, rows], columns in its visiting order: one copy, put back in place once
         visited = np.ascontiguousarray(target.T) if self.order is None else target.T[self.order]
         place = self.order if self.order is not None else slice(None)

@@ -22,6 +22,9 @@ class ActivationStats:
     hessian: np.ndarray | None = None  # [K, K]: one chunk's float32 product, a float64 sum over more, float32 once complete
     total: np.ndarray | None = None  # [K] sum of rows (for the mean, bias correction)
     drift: np.ndarray | None = None  # [K, K] float32 X^T (X_dense - X): this input vs the dense model's
+    # or, per weight name, that drift times the weight: [K, rows] float32 X^T ((X_dense - X) W^T),
+    # when the weights reading this input have few rows (calibrate/capture.py, ``projects``)
+    projected: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     dense_total: np.ndarray | None = None  # [K] sum of the dense model's rows
     summed_rows: int = 0  # rows already in ``hessian``'s sum (0: it is still the zero placeholder)
     # the rows X themselves (float32 [rows, K]) while there are few of them (at most K / 4): then

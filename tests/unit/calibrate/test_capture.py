@@ -93,3 +93,36 @@ def test_one_chunk_stays_float32_more_become_a_float64_sum_and_inputs_are_not_to
     np.testing.assert_allclose(stats[key].hessian, 2 * x.T @ x, rtol=1e-5, atol=1e-4)
     capture.finish(stats)
     assert stats[key].hessian.dtype == np.float32
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 8, 1000])
+def test_the_drift_summed_per_weight_equals_numpy(monkeypatch, chunk_rows):
+    """With the weights reading an input given, their drift is summed as X^T ((X_dense - X) W^T),
+    [K, rows] per weight, and no K x K drift is kept; the Hessian is summed as before."""
+    monkeypatch.setattr(capture, "CHUNK_ROWS", chunk_rows)
+    samples, dense = _samples(3), _samples(4)
+    key = StatsKey("x", -1)
+    rng = np.random.default_rng(5)
+    given = {"a": rng.standard_normal((2, 6)).astype(np.float32), "b": rng.standard_normal((1, 6)).astype(np.float32)}
+    kept = {name: w.copy() for name, w in given.items()}
+    stats: dict = {}
+    accumulate(stats, {key}, {key}, samples[:3], dense[:3], {key: given})
+    accumulate(stats, {key}, {key}, samples[3:], dense[3:], {key: given})
+    x = np.concatenate([s["x"].reshape(-1, 6) for s in samples]).astype(np.float64)
+    xd = np.concatenate([s["x"].reshape(-1, 6) for s in dense]).astype(np.float64)
+    entry = stats[key]
+    assert entry.drift is None and sorted(entry.projected) == ["a", "b"]
+    for name, w in kept.items():
+        np.testing.assert_allclose(entry.projected[name], x.T @ ((xd - x) @ w.T.astype(np.float64)), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(given[name], w)  # the weights are only read
+    np.testing.assert_allclose(entry.hessian, x.T @ x, rtol=1e-5, atol=1e-5)
+    other = StatsKey("y", -1)  # weights for another key: this one keeps the K x K term
+    stats = {}
+    accumulate(stats, {key}, {key}, samples, dense, {other: given})
+    assert stats[key].projected == {} and stats[key].drift is not None
+
+
+@pytest.mark.parametrize(("width", "rows", "expected"), [(64, 16, True), (64, 31, True), (64, 32, False),
+                                                         (64, 192, False), (64, 0, False)])
+def test_the_drift_is_summed_per_weight_only_for_few_rows(width, rows, expected):
+    assert capture.projects(width, rows) is expected

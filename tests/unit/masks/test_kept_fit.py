@@ -5,7 +5,7 @@ import pytest
 
 from sparsify.masks import sparsegpt as sg
 from sparsify.masks.kept_fit import DampedHessian, fit_kept
-from sparsify.masks.sparsegpt import prepare, sparsegpt_prune
+from sparsify.masks.sparsegpt import SparseGPTError, prepare, sparsegpt_prune
 from tests.builders import is_nm
 
 
@@ -259,3 +259,24 @@ def test_a_given_number_of_iterations_is_that_many_conjugate_gradient_steps(iter
         expected[row] = a
     assert not np.allclose(expected, pruned, rtol=1e-3, atol=1e-4)  # the steps move the weights
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_order", [True, False])
+def test_the_refit_from_a_measured_projection_equals_the_formula(with_order):
+    """A weight whose drift was summed as X^T ((X_dense - X) W^T) during calibration is refit from
+    that [K, rows] term alone: the same W + (H_d^-1 (C - H) W^T)^T, without any K x K drift."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((80, 16))
+    x_dense = x + 0.1 * rng.standard_normal((80, 16))
+    h, drift = x.T @ x, x.T @ (x_dense - x)
+    prepared = prepare(h, None, m=4 if with_order else None)
+    explicit = prepared.damped.explicit()
+    w = rng.standard_normal((5, 16))
+    projected = (x.T @ ((x_dense - x) @ w.T)).astype(np.float32)
+    np.testing.assert_allclose(prepared.refit(w, projected), w + np.linalg.solve(explicit, drift @ w.T).T,
+                               rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(prepared.refit(w), w.astype(np.float32))  # no drift at all: unchanged
+    with pytest.raises(SparseGPTError, match="drift term"):
+        prepared.refit(w, projected.T)  # [rows, K]: the wrong way round
+    with pytest.raises(SparseGPTError, match="drift term"):
+        prepared.refit(w, np.full_like(projected, np.nan))
