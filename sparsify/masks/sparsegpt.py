@@ -389,15 +389,18 @@ def _dropped(cost: np.ndarray, n: int, m: int) -> np.ndarray:
 
 def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndarray, g: int, n: int,
                  m: int) -> None:
-    """One group of m columns (rows ``g:g+m`` of the transposed block ``w1``): drop the m-n
-    cheapest per weight row (w^2 / [H^-1]_jj^2, chosen on the weights as updated so far) and
-    propagate their errors to every later column of the block.
+    """One group of m columns (rows ``g:g+m`` of the transposed block ``w1``): bring it up to date
+    with the errors of the block's earlier columns (``err[:g]``, one [m, g] x [g, rows] product:
+    a later column of the block is only read when its group is reached), drop the m-n cheapest
+    per weight row (w^2 / [H^-1]_jj^2) and record their errors in ``err``.
 
     Column by column, a dropped column j carries e_j = (w_j - sum_{i<j} e_i U_ij) / U_jj and a
-    kept one carries nothing; then one product applies w <- w - E U[group, g:] (which leaves the
+    kept one carries nothing; then w <- w - E U[group, group] within the group (which leaves the
     dropped entries at zero) — the same result as the column-by-column reference in a fixed,
     small number of vector operations per group."""
     group = w1[g:g + m]
+    if g:  # the errors of the block's earlier columns, applied to this group only when it is reached
+        group -= h1[:g, g:g + m].T @ err[:g]
     cost = group * group
     cost *= scale[g:g + m]
     drop = _dropped(cost, n, m)
@@ -406,5 +409,5 @@ def _prune_group(w1: np.ndarray, err: np.ndarray, h1: np.ndarray, scale: np.ndar
     errors[0] *= group[0]
     for j in range(1, m):
         errors[j] *= group[j] - h1[g:g + j, g + j] @ errors[:j]
-    w1[g:] -= h1[g:g + m, g:].T @ errors
+    group -= h1[g:g + m, g:g + m].T @ errors
     np.copyto(group, 0.0, where=drop)  # exactly +0.0, not round-off (nor -0.0, whose bits are not zero)
