@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["BLOCK_ROWS", "ITERATIONS", "DampedHessian", "fit_kept"]
 
-ITERATIONS = 6  # docs/methods.md: 6 gave 8's cosine at 64 sentences and 0.0005 less at 512, 4 lose 0.002-0.003
+ITERATIONS = 5  # docs/methods.md: 0.0007 below 6 at 64 and at 512 sentences (0.001 below 8), 4 lose 0.002-0.003
 TOLERANCE = 1e-4  # stop once every row's residual fell below this fraction of its first one
 BLOCK_ROWS = 256  # rows solved together (docs/methods.md, "Speed": 20-35% faster than all at once)
 
