@@ -107,6 +107,14 @@ def _sum(total: np.ndarray, part: np.ndarray, first: bool) -> np.ndarray:
     return total
 
 
+def _plus(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """A float32 running sum: the first part itself, then added in place."""
+    if total is None:
+        return part
+    total += part
+    return total
+
+
 def _add(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
     if total is None:
         return part.astype(np.float64)
@@ -166,18 +174,11 @@ class _GramChunks:
             difference = _stack(self.theirs).astype(np.float32, copy=len(self.theirs) == 1)
             difference -= mine
             if self.weights:
-                for name, weight in self.weights.items():
-                    part = _gram(mine, difference @ weight.T)  # X^T ((X_dense - X) W^T): [K, rows]
-                    if name in self.entry.projected:
-                        self.entry.projected[name] += part
-                    else:
-                        self.entry.projected[name] = part
+                projected = self.entry.projected
+                for name, weight in self.weights.items():  # X^T ((X_dense - X) W^T): [K, rows]
+                    projected[name] = _plus(projected.get(name), _gram(mine, difference @ weight.T))
             else:
-                part = _gram(mine, difference)
-                if self.entry.drift is None:
-                    self.entry.drift = part
-                else:
-                    self.entry.drift += part
+                self.entry.drift = _plus(self.entry.drift, _gram(mine, difference))
             del difference
         self.mine, self.theirs, self.count = [], [], 0
 

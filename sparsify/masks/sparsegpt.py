@@ -222,6 +222,12 @@ class Prepared:
             return w
         return w + self.solve(self.shift @ w.T).T
 
+    def _stored(self, visited: np.ndarray) -> np.ndarray:
+        """[K, rows] in OBS's visiting order back to a new [rows, K] in the weight's column order."""
+        result = np.empty(visited.shape[::-1], dtype=visited.dtype)
+        result.T[self.order if self.order is not None else slice(None)] = visited
+        return result
+
     def prune(self, weight: np.ndarray, n: int, m: int, fit_iterations: int | None = None,
               projected: np.ndarray | None = None) -> np.ndarray:
         """The weight [rows, K] refit toward the dense output (``projected``: see :meth:`refit`),
@@ -230,12 +236,10 @@ class Prepared:
         target = _ready(self.refit(weight, projected), m, len(self.factor), self.dead)
         # OBS works on [K, rows], columns in its visiting order: one copy, put back in place once
         visited = np.ascontiguousarray(target.T) if self.order is None else target.T[self.order]
-        place = self.order if self.order is not None else slice(None)
         fit = self.damped is not None and fit_iterations != 0
         errors = np.zeros_like(visited) if fit else None
         _obs_transposed(visited, self.factor, n, m, BLOCK, errors)
-        pruned = np.empty_like(target)
-        pruned.T[place] = visited
+        pruned = self._stored(visited)
         del visited
         if not fit:
             return pruned
@@ -244,11 +248,8 @@ class Prepared:
         # is U^-1 E, a triangular solve (half a product) instead of a product with H_d
         first = _upper_solve(self.factor, errors)
         del errors
-        residual = None
-        if first is not None:
-            residual = np.empty_like(target)
-            residual.T[place] = first
-            del first
+        residual = None if first is None else self._stored(first)
+        del first
         return fit_kept(target, pruned, self.damped, fit_iterations, overwrite=True, residual=residual)
 
 

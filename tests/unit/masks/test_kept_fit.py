@@ -136,11 +136,17 @@ def test_ordered_prune_is_obs_on_the_permuted_problem_then_the_fit():
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+def _drifted(seed, rows):
+    """Calibration rows X [rows, 16] and the dense model's X_dense near them: (rng, X, X_dense, H, C - H),
+    the generator left where the next draws (the weights) come from."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, 16))
+    x_dense = x + 0.1 * rng.standard_normal((rows, 16))
+    return rng, x, x_dense, x.T @ x, x.T @ (x_dense - x)
+
+
 def test_the_refit_does_not_depend_on_the_column_order():
-    rng = np.random.default_rng(12)
-    x = rng.standard_normal((60, 16))
-    x_dense = x + 0.1 * rng.standard_normal((60, 16))
-    h, drift = x.T @ x, x.T @ (x_dense - x)
+    rng, _, _, h, drift = _drifted(12, 60)
     w = rng.standard_normal((5, 16))
     ordered, stored = prepare(h, drift, m=4), prepare(h, drift)
     assert ordered.order is not None
@@ -197,10 +203,7 @@ def test_the_refit_through_a_formed_map_equals_the_formula(with_order):
     """A weight with at least K rows forms M = H_d^-1 (C - H) once; from then on every weight
     sharing the Hessian (short ones too) is refit as W + W M^T.  Both routes must give
     W + (H_d^-1 (C - H) W^T)^T, computed here in float64 from H_d itself."""
-    rng = np.random.default_rng(15)
-    x = rng.standard_normal((80, 16))
-    x_dense = x + 0.1 * rng.standard_normal((80, 16))
-    h, drift = x.T @ x, x.T @ (x_dense - x)
+    rng, _, _, h, drift = _drifted(15, 80)
     prepared = prepare(h, drift, m=4 if with_order else None)
     explicit = prepared.damped.explicit()
 
@@ -265,10 +268,7 @@ def test_a_given_number_of_iterations_is_that_many_conjugate_gradient_steps(iter
 def test_the_refit_from_a_measured_projection_equals_the_formula(with_order):
     """A weight whose drift was summed as X^T ((X_dense - X) W^T) during calibration is refit from
     that [K, rows] term alone: the same W + (H_d^-1 (C - H) W^T)^T, without any K x K drift."""
-    rng = np.random.default_rng(16)
-    x = rng.standard_normal((80, 16))
-    x_dense = x + 0.1 * rng.standard_normal((80, 16))
-    h, drift = x.T @ x, x.T @ (x_dense - x)
+    rng, x, x_dense, h, drift = _drifted(16, 80)
     prepared = prepare(h, None, m=4 if with_order else None)
     explicit = prepared.damped.explicit()
     w = rng.standard_normal((5, 16))
