@@ -3,6 +3,10 @@ and prove with ONNX Runtime that accuracy held."""
 
 __version__ = "0.1.0"
 
+from sparsify.masks.blas import shorten_idle_spin  # noqa: E402  (imports no NumPy)
+
+shorten_idle_spin()  # before anything loads NumPy's BLAS (docs/methods.md, "BLAS threads")
+
 from sparsify.analysis.targets import LayerRow, Outcome, Status, Target  # noqa: E402
 from sparsify.api import check, prune  # noqa: E402
 from sparsify.errors import (  # noqa: E402

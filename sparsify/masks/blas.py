@@ -17,6 +17,11 @@ own threads beyond one as other work.
 
 The limit is set with threadpoolctl (it finds the OpenBLAS / MKL / BLIS that NumPy and SciPy
 loaded); without it, nothing changes.
+
+After each multi-threaded call OpenBLAS's idle workers spin for about 2^28 cycles (~0.1 s)
+before they sleep, holding a core that ONNX Runtime's next run or the next one-thread OBS loop
+needs.  ``shorten_idle_spin`` (run when sparsify is imported, before NumPy) sets
+``OPENBLAS_THREAD_TIMEOUT``, which OpenBLAS reads when it loads, unless the user set it.
 """
 
 from __future__ import annotations
@@ -28,9 +33,20 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["SMALL_OPS_THREADS", "blas_libraries", "free_cores", "large_ops", "small_ops"]
+__all__ = ["IDLE_SPIN_EXPONENT", "SMALL_OPS_THREADS", "blas_libraries", "free_cores", "large_ops",
+           "shorten_idle_spin", "small_ops"]
 
 SMALL_OPS_THREADS: int | None = 1  # None: the BLAS's default threads everywhere (no limit set at all)
+
+# OpenBLAS's idle workers spin 2**n cycles before sleeping (n in 4..30; its default 28, ~0.1 s):
+# 2**12 cycles is about a microsecond (docs/methods.md, "BLAS threads"; docs/sources.md#openblas-timeout)
+IDLE_SPIN_EXPONENT = 12
+
+
+def shorten_idle_spin() -> None:
+    """Set ``OPENBLAS_THREAD_TIMEOUT`` unless it is set already.  OpenBLAS reads it when the library
+    loads: this must run before NumPy (or SciPy) is first imported to reach their BLAS."""
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", str(IDLE_SPIN_EXPONENT))
 
 
 @lru_cache(maxsize=1)
@@ -155,16 +171,10 @@ def _free_cap(controller: Any) -> int | None:
     return free if over else None
 
 
-PARALLEL_MIN_ELEMENTS = 1 << 20  # a weight this large (rows x K) or larger has its products shared between threads
-
-
-def large_ops(elements: int | None = None) -> contextlib.AbstractContextManager[None]:
-    """Run the enclosed products for a weight of ``elements`` values (None: large) with at most
-    :func:`free_cores` BLAS threads, or with ``SMALL_OPS_THREADS`` below ``PARALLEL_MIN_ELEMENTS``:
-    a second thread bought nothing there in isolation and cost 10-20% in a whole prune (its
-    workers wait between ONNX Runtime's runs; docs/methods.md, "BLAS threads")."""
-    if elements is not None and elements < PARALLEL_MIN_ELEMENTS:
-        return small_ops()
+def large_ops() -> contextlib.AbstractContextManager[None]:
+    """Run the enclosed products with at most :func:`free_cores` BLAS threads.  Every weight's: with
+    OpenBLAS's idle spin shortened, a second thread no longer costs a small weight's prune its
+    time (MiniLM, 384-1,536 wide: 5.8 -> 5.3 s in-process; docs/methods.md, "BLAS threads")."""
     return _limited(_free_cap)
 
 

@@ -105,7 +105,7 @@ def _prepared(stats: ActivationStats, group: int, hessian: np.ndarray, m: int) -
 def _sparsegpt(bits, src, node, pattern, read_bits, stats, fit_iterations: int | None) -> PruneResult:
     dtype = src.tensor.data_type
     values = to_float32(bits, dtype)  # the refit and OBS work in float32 (the factor's precision)
-    with large_ops(values.size):  # no more BLAS threads than free cores, one for a small weight (masks/blas.py)
+    with large_ops():  # no more BLAS threads than free cores (masks/blas.py)
         new_bits = from_float(_sparsegpt_matrix(values, src, node, pattern, stats, fit_iterations), dtype)
     before = nonzero_mask(bits, src, read_bits)
     after = nonzero_mask(new_bits, src, read_bits)

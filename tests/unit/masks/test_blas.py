@@ -53,14 +53,38 @@ def test_large_ops_use_at_most_the_free_cores(monkeypatch, load, expected):
         assert set(inside) == {expected}
 
 
-def test_a_small_weight_runs_its_products_on_one_thread(monkeypatch):
-    monkeypatch.setattr(blas, "free_cores", lambda: 64)  # every core free
-    before = _threads()
-    with blas.large_ops(blas.PARALLEL_MIN_ELEMENTS - 1):
-        assert set(_threads()) == {1}
-    with blas.large_ops(blas.PARALLEL_MIN_ELEMENTS):
-        assert _threads() == before  # the library's own threads
-    assert _threads() == before
+# What each OpenBLAS the process loaded read from OPENBLAS_THREAD_TIMEOUT, in a fresh interpreter
+# that imports sparsify first (then NumPy and SciPy, as the prune does) or NumPy first.
+_READ_TIMEOUT = """
+import ctypes, sys
+if sys.argv[1] == "numpy-first":
+    import numpy
+import sparsify, numpy, scipy.linalg
+from threadpoolctl import ThreadpoolController
+for lib in ThreadpoolController().lib_controllers:
+    if lib.internal_api == "openblas":
+        read = ctypes.CDLL(lib.filepath).openblas_thread_timeout
+        read.restype = ctypes.c_int
+        print(lib.filepath, read())
+"""
+
+
+def _timeouts(order: str, **env: str) -> dict[str, int]:
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+    out = subprocess.run([sys.executable, "-c", _READ_TIMEOUT, order], env=environment, capture_output=True,
+                         text=True, check=True).stdout
+    return {path: int(value) for path, value in (line.rsplit(" ", 1) for line in out.splitlines())}
+
+
+def test_importing_sparsify_shortens_openblas_idle_spin_unless_the_user_chose():
+    if not any(lib["internal_api"] == "openblas" for lib in threadpool_info()):
+        pytest.skip("the BLAS here is not OpenBLAS")
+    timeouts = _timeouts("sparsify-first")
+    assert timeouts and set(timeouts.values()) == {blas.IDLE_SPIN_EXPONENT}, timeouts  # NumPy's and SciPy's
+    assert set(_timeouts("sparsify-first", OPENBLAS_THREAD_TIMEOUT="30").values()) == {30}  # the user's value wins
+    # NumPy imported before sparsify: its BLAS kept OpenBLAS's default (0: not set); SciPy's, loaded later, has it
+    after_numpy = _timeouts("numpy-first")
+    assert sorted(after_numpy.values()) == [0, blas.IDLE_SPIN_EXPONENT], after_numpy
 
 
 def test_free_cores_is_between_one_and_the_usable_cores(monkeypatch):
