@@ -83,18 +83,24 @@ class SegmentedRun:
         produced = {out for node in nodes for out in node.output if out}
         read = set().union(*self._reads[start:stop]) if nodes else set()
         outputs = sorted(name for name in produced if self._read_from(name, stop))
-        graph_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(inputs[name].dtype), None)
-                        for name in sorted(read - produced) if name in inputs]
-        initializers = [self.model.initializer(name) for name in sorted(read & self.stored - set(inputs))]
-        graph = helper.make_graph([self.model.node(node) for node in nodes], f"segment_{start}_{stop}", graph_inputs,
-                                  [onnx.ValueInfoProto(name=name) for name in outputs], initializers)
-        model = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+        # written in place into the model: each weight's bytes are copied once, not per container
+        model = onnx.ModelProto(ir_version=proto.ir_version)
+        model.opset_import.extend(proto.opset_import)
+        graph = model.graph
+        graph.name = f"segment_{start}_{stop}"
+        for node in nodes:
+            self.model.node(node, into=graph.node.add())
+        for name in sorted(read & self.stored - set(inputs)):
+            self.model.initializer(name, into=graph.initializer.add())
+        graph.input.extend(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(inputs[name].dtype), None)
+                           for name in sorted(read - produced) if name in inputs)
+        graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs)
         for function in proto.functions:
-            copy = onnx.FunctionProto()
+            copy = model.functions.add()
             copy.CopyFrom(function)
             del copy.node[:]
-            copy.node.extend(self.model.node(node) for node in function.node)
-            model.functions.append(copy)
+            for node in function.node:
+                self.model.node(node, into=copy.node.add())
         return model, outputs
 
     def advance(self) -> list[Mapping[str, Any]]:

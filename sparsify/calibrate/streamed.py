@@ -82,19 +82,20 @@ class StreamedModel:
             return None
         return self.loaded.read_bytes(original)
 
-    def initializer(self, name: str) -> TensorProto:
-        """A self-contained copy of stored tensor ``name`` with its current bytes."""
-        tensor = TensorProto()
+    def initializer(self, name: str, into: TensorProto | None = None) -> TensorProto:
+        """A self-contained copy of stored tensor ``name`` with its current bytes (written into
+        ``into``, e.g. a graph's new initializer entry, so the bytes are not copied again)."""
+        tensor = TensorProto() if into is None else into
         tensor.CopyFrom(self._stored[name])
         data = self._bytes(name)
         if data is not None:
             _restore(tensor, data)
         return tensor
 
-    def node(self, node: onnx.NodeProto) -> onnx.NodeProto:
+    def node(self, node: onnx.NodeProto, into: onnx.NodeProto | None = None) -> onnx.NodeProto:
         """A self-contained copy of a skeleton node: its Constant value and the tensors of its
-        subgraphs carry their bytes."""
-        copy = onnx.NodeProto()
+        subgraphs carry their bytes (written into ``into`` when given)."""
+        copy = onnx.NodeProto() if into is None else into
         copy.CopyFrom(node)
         self._fill(node, copy, constant_name=node.output[0] if node.op_type == "Constant" and node.output else None)
         return copy

@@ -179,9 +179,13 @@ def large_ops() -> contextlib.AbstractContextManager[None]:
 
 
 def blas_libraries() -> list[str]:
-    """The BLAS libraries in use, e.g. ``openblas 0.3.30 (2 threads)`` (empty without threadpoolctl)."""
-    controller = _controller()
-    if controller is None:
+    """The BLAS libraries this process has loaded, e.g. ``openblas 0.3.30 (2 threads)`` (empty without
+    threadpoolctl).  Read afresh, loading nothing: a prune that never factorised (wanda) did not
+    load SciPy's LAPACK, and importing it for the report alone took 0.16 s."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
         return []
+    controller = ThreadpoolController()
     return [f"{lib.internal_api} {lib.version} ({lib.num_threads} threads)"
             for lib in controller.lib_controllers if lib.user_api == "blas"]

@@ -189,3 +189,11 @@ def test_thread_limits_do_not_change_what_sparsegpt_keeps(monkeypatch):
 def test_blas_libraries_name_the_library_and_its_threads():
     names = blas.blas_libraries()
     assert names and all("threads)" in name for name in names)
+
+
+def test_naming_the_blas_loads_no_scipy():
+    """The report's list is read from what is loaded: a wanda prune never needs SciPy's LAPACK."""
+    code = ("import sys, sparsify; from sparsify.masks.blas import blas_libraries; names = blas_libraries(); "
+            "print(len(names), 'scipy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[0]) >= 1 and out[1] == "False", out
