@@ -34,7 +34,7 @@ from sparsify.errors import UsageError
 from sparsify.io.model import LoadedModel
 from sparsify.io.writer import ModelWriter
 from sparsify.masks.apply import PruneResult
-from sparsify.masks.blas import blas_libraries
+from sparsify.masks.blas import blas_libraries, start_meter
 from sparsify.masks.methods import NEEDS_CALIBRATION, drift_shape, drift_weight, needs_hessian, prune_with_method
 from sparsify.pattern import NMPattern
 from sparsify.verify.feeds import load_feeds_for_graph
@@ -109,6 +109,7 @@ def prune_data_aware(loaded: LoadedModel, index: GraphIndex, targets: list[Layer
     ``calibration_summary`` (when given) receives how the calibration ran (report ``calibration``)."""
     if calibration_summary is None:
         calibration_summary = {}
+    start_meter()  # the load beside this process, measured from now (masks/blas.py): no wait at the first weight
     run = _DataAwarePass(loaded, index, group_by_weight(targets), pattern, options, writer)
     try:
         run.prune(progress)

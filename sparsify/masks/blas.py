@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = ["IDLE_SPIN_EXPONENT", "SMALL_OPS_THREADS", "blas_libraries", "free_cores", "large_ops",
-           "shorten_idle_spin", "small_ops"]
+           "shorten_idle_spin", "small_ops", "start_meter"]
 
 SMALL_OPS_THREADS: int | None = 1  # None: the BLAS's default threads everywhere (no limit set at all)
 
@@ -89,13 +89,17 @@ class _OthersMeter:
         self.last: tuple[float, float, float] | None = None  # wall, usable CPUs' busy seconds, own CPU seconds
         self.others = 0.0
 
+    def start(self, cpus: set[int]) -> None:
+        """Take the first reading now, without waiting: the first :meth:`read` then measures the
+        interval since (a calibrated prune starts the meter before its first stage runs)."""
+        if self.last is None:
+            self.last = _reading(cpus)
+
     def read(self, cpus: set[int]) -> float | None:
         """Other processes' busy cores (0.0 ... len(cpus)) or None where ``/proc/stat`` is unreadable."""
-        busy = _busy_seconds(cpus, niced=_niced())
-        if busy is None:
+        now = _reading(cpus)
+        if now is None:
             return None
-        own = os.times()
-        now = (time.monotonic(), busy, own.user + own.system)
         if self.last is None:  # the first reading: measure a short interval now
             self.last = now
             time.sleep(MIN_INTERVAL)
@@ -106,6 +110,15 @@ class _OthersMeter:
             self.others = min(float(len(cpus)), max(0.0, others / wall))
             self.last = now
         return self.others
+
+
+def _reading(cpus: set[int]) -> tuple[float, float, float] | None:
+    """(wall clock, the usable CPUs' busy seconds, this process's CPU seconds), or None."""
+    busy = _busy_seconds(cpus, niced=_niced())
+    if busy is None:
+        return None
+    own = os.times()
+    return time.monotonic(), busy, own.user + own.system
 
 
 def _busy_seconds(cpus: set[int], stat: str = "/proc/stat", niced: bool = False) -> float | None:
@@ -149,6 +162,11 @@ def _usable_cpus() -> set[int]:
         return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return set(range(os.cpu_count() or 1))
+
+
+def start_meter() -> None:
+    """Start measuring other processes' load now, so the first :func:`free_cores` need not wait."""
+    _METER.start(_usable_cpus())
 
 
 def free_cores() -> int:

@@ -131,6 +131,22 @@ def test_others_are_the_busy_time_less_this_process_own(monkeypatch):
     assert meter.read({0, 1}) == pytest.approx(2.0 / 1.05)
 
 
+def test_a_started_meter_measures_from_its_start_without_waiting(monkeypatch):
+    clock = iter([10.0, 10.5, 10.55])
+    busy = iter([100.0, 101.0, 101.05])
+    own = iter([5.0, 5.25, 5.3])
+    monkeypatch.setattr(blas.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(blas.time, "sleep", lambda _seconds: pytest.fail("a started meter does not wait"))
+    monkeypatch.setattr(blas, "_busy_seconds", lambda _cpus, **_options: next(busy))
+    monkeypatch.setattr(blas.os, "times", lambda: blas.os.times_result((next(own), 0.0, 0.0, 0.0, 0.0)))
+    meter = blas._OthersMeter()
+    meter.start({0, 1})
+    meter.start({0, 1})  # started once: a second start reads nothing
+    # 0.5 s since the start: 1.0 busy seconds, 0.25 of them this process's
+    assert meter.read({0, 1}) == pytest.approx(0.75 / 0.5)
+    assert meter.read({0, 1}) == pytest.approx(1.5)  # 50 ms later: reused
+
+
 def test_free_cores_from_the_meter(monkeypatch):
     cores = len(blas._usable_cpus())
     for others, free in ((0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)), (float(cores), 1)):
