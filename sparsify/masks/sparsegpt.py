@@ -223,10 +223,11 @@ class Prepared:
         return w + self.solve(self.shift @ w.T).T
 
     def _stored(self, visited: np.ndarray) -> np.ndarray:
-        """[K, rows] in OBS's visiting order back to a new [rows, K] in the weight's column order."""
-        result = np.empty(visited.shape[::-1], dtype=visited.dtype)
-        result.T[self.order if self.order is not None else slice(None)] = visited
-        return result
+        """[K, rows] in OBS's visiting order back to a new [rows, K] in the weight's column order:
+        its rows gathered back into column order (contiguous rows), then one transposing copy
+        (scattering into the transposed result instead took 3x as long at [768, 3072])."""
+        back = visited if self.order is None else visited[np.argsort(self.order)]
+        return np.ascontiguousarray(back.T)
 
     def prune(self, weight: np.ndarray, n: int, m: int, fit_iterations: int | None = None,
               projected: np.ndarray | None = None) -> np.ndarray:
