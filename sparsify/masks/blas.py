@@ -27,6 +27,7 @@ needs.  ``shorten_idle_spin`` (run when sparsify is imported, before NumPy) sets
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -197,13 +198,31 @@ def large_ops() -> contextlib.AbstractContextManager[None]:
 
 
 def blas_libraries() -> list[str]:
-    """The BLAS libraries this process has loaded, e.g. ``openblas 0.3.30 (2 threads)`` (empty without
-    threadpoolctl).  Read afresh, loading nothing: a prune that never factorised (wanda) did not
-    load SciPy's LAPACK, and importing it for the report alone took 0.16 s."""
+    """The BLAS libraries this process has loaded, e.g. ``openblas 0.3.30 (2 threads, idle spin
+    2^12 cycles)`` (empty without threadpoolctl).  Read afresh, loading nothing: a prune that
+    never factorised (wanda) did not load SciPy's LAPACK, and importing it for the report alone
+    took 0.16 s."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return []
     controller = ThreadpoolController()
-    return [f"{lib.internal_api} {lib.version} ({lib.num_threads} threads)"
+    return [f"{lib.internal_api} {lib.version} ({lib.num_threads} threads{_idle_spin(lib)})"
             for lib in controller.lib_controllers if lib.user_api == "blas"]
+
+
+def _idle_spin(lib: Any) -> str:
+    """How long this OpenBLAS's idle workers spin, as it read ``OPENBLAS_THREAD_TIMEOUT`` when it
+    loaded (its exported ``openblas_thread_timeout``; 0: not set, OpenBLAS's default); empty for
+    another BLAS or where the library does not say."""
+    if lib.internal_api != "openblas":
+        return ""
+    try:
+        read = ctypes.CDLL(lib.filepath).openblas_thread_timeout
+    except (OSError, AttributeError, TypeError):
+        return ""
+    read.restype = ctypes.c_int
+    exponent = int(read())
+    if exponent <= 0:
+        return ", idle spin OpenBLAS's default 2^28 cycles"
+    return f", idle spin 2^{min(30, max(4, exponent))} cycles"

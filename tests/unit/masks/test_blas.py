@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -204,12 +206,29 @@ def test_thread_limits_do_not_change_what_sparsegpt_keeps(monkeypatch):
 
 def test_blas_libraries_name_the_library_and_its_threads():
     names = blas.blas_libraries()
-    assert names and all("threads)" in name for name in names)
+    assert names and all(re.search(r"\(\d+ threads[,)]", name) for name in names), names
 
 
-def test_naming_the_blas_loads_no_scipy():
-    """The report's list is read from what is loaded: a wanda prune never needs SciPy's LAPACK."""
-    code = ("import sys, sparsify; from sparsify.masks.blas import blas_libraries; names = blas_libraries(); "
-            "print(len(names), 'scipy' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert int(out[0]) >= 1 and out[1] == "False", out
+def _named(order: str) -> tuple[list[str], bool]:
+    """blas_libraries() in a fresh interpreter that imports sparsify first or NumPy first, and
+    whether SciPy was loaded by then."""
+    code = ("import json, sys\nif sys.argv[1] == 'numpy-first':\n    import numpy\n"
+            "import sparsify\nfrom sparsify.masks.blas import blas_libraries\n"
+            "print(json.dumps([blas_libraries(), 'scipy' in sys.modules]))")
+    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code, order], env=environment, capture_output=True, text=True,
+                         check=True).stdout
+    names, scipy_loaded = json.loads(out)
+    return names, scipy_loaded
+
+
+def test_naming_the_blas_loads_no_scipy_and_says_how_long_its_workers_spin():
+    """The report's list is read from what is loaded (a wanda prune never needs SciPy's LAPACK),
+    and says whether the shortened idle spin reached each OpenBLAS."""
+    names, scipy_loaded = _named("sparsify-first")
+    assert names and not scipy_loaded, names
+    if not any(lib["internal_api"] == "openblas" for lib in threadpool_info()):
+        pytest.skip("the BLAS here is not OpenBLAS")
+    assert all(name.endswith(f"idle spin 2^{blas.IDLE_SPIN_EXPONENT} cycles)") for name in names), names
+    names, _ = _named("numpy-first")  # NumPy's OpenBLAS loaded before sparsify set the variable
+    assert all(name.endswith("idle spin OpenBLAS's default 2^28 cycles)") for name in names), names
