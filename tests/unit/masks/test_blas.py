@@ -55,38 +55,41 @@ def test_large_ops_use_at_most_the_free_cores(monkeypatch, load, expected):
         assert set(inside) == {expected}
 
 
-# What each OpenBLAS the process loaded read from OPENBLAS_THREAD_TIMEOUT, in a fresh interpreter
-# that imports sparsify first (then NumPy and SciPy, as the prune does) or NumPy first.
-_READ_TIMEOUT = """
-import ctypes, sys
-if sys.argv[1] == "numpy-first":
-    import numpy
-import sparsify, numpy, scipy.linalg
-from threadpoolctl import ThreadpoolController
-for lib in ThreadpoolController().lib_controllers:
-    if lib.internal_api == "openblas":
-        read = ctypes.CDLL(lib.filepath).openblas_thread_timeout
-        read.restype = ctypes.c_int
-        print(lib.filepath, read())
-"""
-
-
-def _timeouts(order: str, **env: str) -> dict[str, int]:
+def _named(order: str, scipy: bool = False, **env: str) -> tuple[list[str], bool]:
+    """blas_libraries() in a fresh interpreter (OPENBLAS_THREAD_TIMEOUT only as ``env`` gives it)
+    that imports sparsify first or NumPy first (``order``), then SciPy's LAPACK if ``scipy``, as a
+    factorisation would; and whether SciPy was loaded by then."""
+    code = ("import json, sys\nif sys.argv[1] == 'numpy-first':\n    import numpy\n"
+            "import sparsify\nfrom sparsify.masks.blas import blas_libraries\n"
+            "if sys.argv[2] == 'scipy':\n    import scipy.linalg\n"
+            "print(json.dumps([blas_libraries(), 'scipy' in sys.modules]))")
     environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
-    out = subprocess.run([sys.executable, "-c", _READ_TIMEOUT, order], env=environment, capture_output=True,
-                         text=True, check=True).stdout
-    return {path: int(value) for path, value in (line.rsplit(" ", 1) for line in out.splitlines())}
+    out = subprocess.run([sys.executable, "-c", code, order, "scipy" if scipy else "-"], env=environment,
+                         capture_output=True, text=True, check=True).stdout
+    names, scipy_loaded = json.loads(out)
+    return names, scipy_loaded
+
+
+def _spins(names: list[str]) -> list[str]:
+    return sorted(name.rpartition("idle spin ")[2] for name in names)
 
 
 def test_importing_sparsify_shortens_openblas_idle_spin_unless_the_user_chose():
+    """Each loaded OpenBLAS reports what it read from OPENBLAS_THREAD_TIMEOUT when it loaded."""
     if not any(lib["internal_api"] == "openblas" for lib in threadpool_info()):
         pytest.skip("the BLAS here is not OpenBLAS")
-    timeouts = _timeouts("sparsify-first")
-    assert timeouts and set(timeouts.values()) == {blas.IDLE_SPIN_EXPONENT}, timeouts  # NumPy's and SciPy's
-    assert set(_timeouts("sparsify-first", OPENBLAS_THREAD_TIMEOUT="30").values()) == {30}  # the user's value wins
-    # NumPy imported before sparsify: its BLAS kept OpenBLAS's default (0: not set); SciPy's, loaded later, has it
-    after_numpy = _timeouts("numpy-first")
-    assert sorted(after_numpy.values()) == [0, blas.IDLE_SPIN_EXPONENT], after_numpy
+    shortened = f"2^{blas.IDLE_SPIN_EXPONENT} cycles)"
+    names, scipy_loaded = _named("sparsify-first", scipy=True)
+    assert scipy_loaded and names and set(_spins(names)) == {shortened}, names  # NumPy's and SciPy's
+    assert set(_spins(_named("sparsify-first", scipy=True, OPENBLAS_THREAD_TIMEOUT="30")[0])) == {"2^30 cycles)"}
+    # NumPy imported before sparsify: its BLAS kept OpenBLAS's default; SciPy's, loaded later, has the short spin
+    assert _spins(_named("numpy-first", scipy=True)[0]) == [shortened, "OpenBLAS's default 2^28 cycles)"]
+
+
+def test_naming_the_blas_loads_no_scipy():
+    """The report's list is read from what is loaded: a wanda prune never needs SciPy's LAPACK."""
+    names, scipy_loaded = _named("sparsify-first")
+    assert names and not scipy_loaded, names
 
 
 def test_free_cores_is_between_one_and_the_usable_cores(monkeypatch):
@@ -207,28 +210,3 @@ def test_thread_limits_do_not_change_what_sparsegpt_keeps(monkeypatch):
 def test_blas_libraries_name_the_library_and_its_threads():
     names = blas.blas_libraries()
     assert names and all(re.search(r"\(\d+ threads[,)]", name) for name in names), names
-
-
-def _named(order: str) -> tuple[list[str], bool]:
-    """blas_libraries() in a fresh interpreter that imports sparsify first or NumPy first, and
-    whether SciPy was loaded by then."""
-    code = ("import json, sys\nif sys.argv[1] == 'numpy-first':\n    import numpy\n"
-            "import sparsify\nfrom sparsify.masks.blas import blas_libraries\n"
-            "print(json.dumps([blas_libraries(), 'scipy' in sys.modules]))")
-    environment = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    out = subprocess.run([sys.executable, "-c", code, order], env=environment, capture_output=True, text=True,
-                         check=True).stdout
-    names, scipy_loaded = json.loads(out)
-    return names, scipy_loaded
-
-
-def test_naming_the_blas_loads_no_scipy_and_says_how_long_its_workers_spin():
-    """The report's list is read from what is loaded (a wanda prune never needs SciPy's LAPACK),
-    and says whether the shortened idle spin reached each OpenBLAS."""
-    names, scipy_loaded = _named("sparsify-first")
-    assert names and not scipy_loaded, names
-    if not any(lib["internal_api"] == "openblas" for lib in threadpool_info()):
-        pytest.skip("the BLAS here is not OpenBLAS")
-    assert all(name.endswith(f"idle spin 2^{blas.IDLE_SPIN_EXPONENT} cycles)") for name in names), names
-    names, _ = _named("numpy-first")  # NumPy's OpenBLAS loaded before sparsify set the variable
-    assert all(name.endswith("idle spin OpenBLAS's default 2^28 cycles)") for name in names), names
